@@ -1,0 +1,1 @@
+"""Baseline servers the benchmark compares conveyor against (see bench/README.md)."""

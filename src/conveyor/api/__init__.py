@@ -1,0 +1,113 @@
+"""The HTTP API: ``create_app(settings)`` builds the FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from anyio import to_thread
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from conveyor import __version__, problems
+from conveyor.api.events import EventHub
+from conveyor.api.events import router as events_router
+from conveyor.api.maintenance import retention_loop, startup_sweep
+from conveyor.api.routes_jobs import router as jobs_router
+from conveyor.api.routes_system import router as system_router
+from conveyor.api.services import Services
+from conveyor.processors.registry import build_registry
+from conveyor.settings import Settings
+from conveyor.storage import LocalStorage
+from conveyor.store import Store
+from conveyor.webhooks.outbox import Outbox, load_secret
+
+log = logging.getLogger("conveyor.api")
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+
+DESCRIPTION = """
+Upload a file, get `202 Accepted` and a job id at once; supervised worker processes run the
+job's pipeline; follow it over Server-Sent Events, get a signed webhook, download the results.
+
+Every error is `application/problem+json` with a stable `code`:
+
+""" + "\n".join(f"- `{code}`: {text}" for code, text in problems.CODES.items())
+
+
+def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
+    """Build the app. ``workers=0`` runs no embedded workers (``conveyor serve --no-workers``)."""
+    settings = settings or Settings()
+    embedded = settings.workers if workers is None else workers
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(
+            settings.db_url,
+            run_dir=settings.run_dir,
+            retention_s=settings.retention.total_seconds(),
+            default_webhook_url=settings.webhook_url,
+        )
+        await to_thread.run_sync(store.migrate)
+        storage = LocalStorage(settings.files_dir)
+        await to_thread.run_sync(startup_sweep, store, storage)
+        registry = build_registry(settings.processors)
+        hub = EventHub(store)
+        svc = Services(settings, store, storage, registry, hub)
+        app.state.services = svc
+        await hub.start()
+        outbox = Outbox(settings, store, load_secret(settings), hub.changed)
+        outbox.start()
+        retention = asyncio.create_task(
+            retention_loop(store, storage, settings.sweep_interval_s), name="conveyor-retention"
+        )
+        thread: threading.Thread | None = None
+        if embedded > 0:
+            from conveyor.runner.supervisor import Supervisor
+
+            svc.supervisor = Supervisor(settings, workers=embedded)
+            thread = threading.Thread(target=svc.supervisor.run, name="conveyor-supervisor",
+                                      daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            retention.cancel()
+            await outbox.stop()
+            await hub.stop()
+            if svc.supervisor is not None and thread is not None:
+                svc.supervisor.stop()
+                await to_thread.run_sync(thread.join)
+            store.close()
+
+    app = FastAPI(
+        title="conveyor",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(jobs_router)
+    app.include_router(events_router)
+    app.include_router(system_router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        page = WEB / "index.html"
+        if not page.is_file():
+            return Response("conveyor: the web UI is not installed\n", media_type="text/plain")
+        return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    if WEB.is_dir():
+        app.mount("/static", StaticFiles(directory=WEB), name="static")
+    return app
+
+
+__all__ = ["create_app"]

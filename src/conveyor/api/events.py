@@ -1,0 +1,216 @@
+"""Live events: one tailer per server process feeds every SSE subscriber.
+
+The tailer wakes on a notification (LISTEN/NOTIFY on PostgreSQL, a datagram socket on SQLite),
+reads the new rows of the events table once, and fans them out to bounded per-subscriber
+queues. A subscriber that falls too far behind is dropped; its client resumes with
+``Last-Event-ID``. No client ever polls the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import StreamingResponse
+
+from conveyor.api.services import Services, services
+from conveyor.api.views import iso
+from conveyor.models import EventType
+from conveyor.problems import problem_schema
+from conveyor.store import Event, Store
+from conveyor.store.notify import EVENTS
+
+log = logging.getLogger("conveyor.events")
+
+KEEPALIVE_S = 15.0
+QUEUE_SIZE = 2000
+
+
+class Subscriber:
+    def __init__(self, job_id: str | None) -> None:
+        self.job_id = job_id
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_SIZE)
+        self.dropped = False
+
+    def offer(self, event: Event) -> None:
+        if self.dropped or (self.job_id is not None and event.job_id != self.job_id):
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Too far behind: end this stream; the client reconnects with Last-Event-ID.
+            self.dropped = True
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+
+class EventHub:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.subscribers: set[Subscriber] = set()
+        self.last_id = 0
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.last_id = await to_thread.run_sync(self.store.last_event_id)
+        self._task = asyncio.create_task(self._run(), name="conveyor-event-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for sub in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+
+    def subscribe(self, job_id: str | None) -> Subscriber:
+        sub = Subscriber(job_id)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        listener = await to_thread.run_sync(self.store.listener, EVENTS)
+        loop.add_reader(listener.fileno(), wake.set)
+        try:
+            while True:
+                # The timeout is a safety net only: a missed wake-up costs at most 1 s.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                wake.clear()
+                listener.drain()
+                await self._pump()
+        finally:
+            loop.remove_reader(listener.fileno())
+            listener.close()
+
+    async def _pump(self) -> None:
+        while True:
+            batch = await to_thread.run_sync(
+                lambda: self.store.events_after(self.last_id, limit=1000)
+            )
+            if not batch:
+                return
+            for event in batch:
+                self.last_id = event.id
+                for sub in list(self.subscribers):
+                    sub.offer(event)
+            self.changed.set()
+            if len(batch) < 1000:
+                return
+
+
+def format_event(event: Event) -> bytes:
+    data = json.dumps(
+        {"job_id": event.job_id, "type": event.type, "at": iso(event.at), "data": event.data,
+         "id": event.id},
+        separators=(",", ":"),
+    )
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def _terminal(event: Event) -> bool:
+    try:
+        return EventType(event.type).terminal
+    except ValueError:
+        return False
+
+
+async def stream_events(
+    request: Request, svc: Services, job_id: str | None, last_event_id: int | None
+) -> AsyncIterator[bytes]:
+    hub = svc.hub
+    # Subscribe before the replay so nothing committed in between is missed; the seam is
+    # de-duplicated by event id.
+    sub = hub.subscribe(job_id)
+    try:
+        sent = last_event_id if last_event_id is not None else (0 if job_id else hub.last_id)
+        yield b"retry: 2000\n\n"
+        if job_id is not None or last_event_id is not None:
+            while True:
+                batch = await to_thread.run_sync(
+                    partial(svc.store.events_after, sent, job_id=job_id, limit=500)
+                )
+                for old in batch:
+                    sent = old.id
+                    yield format_event(old)
+                    if job_id is not None and _terminal(old):
+                        return
+                if len(batch) < 500:
+                    break
+        while True:
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_S)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if event is None:
+                return
+            if event.id <= sent:
+                continue
+            sent = event.id
+            yield format_event(event)
+            if job_id is not None and _terminal(event):
+                return
+    finally:
+        hub.unsubscribe(sub)
+
+
+router = APIRouter(prefix="/v1", tags=["events"])
+Svc = Annotated[Services, Depends(services)]
+
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+    404: problem_schema(),
+    410: problem_schema(),
+}
+
+
+def _parse_last_id(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip())
+
+
+def _sse(gen: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        gen,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/jobs/{job_id}/events", responses=_SSE_DOC, response_class=StreamingResponse,
+            summary="Follow one job's events (SSE)")
+async def job_events(
+    job_id: str,
+    request: Request,
+    svc: Svc,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    await to_thread.run_sync(svc.load_job, job_id)
+    return _sse(stream_events(request, svc, job_id, _parse_last_id(last_event_id)))
+
+
+@router.get("/events", responses=_SSE_DOC, response_class=StreamingResponse,
+            summary="Follow every job's events (SSE)")
+async def all_events(
+    request: Request,
+    svc: Svc,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    return _sse(stream_events(request, svc, None, _parse_last_id(last_event_id)))

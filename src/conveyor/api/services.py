@@ -1,0 +1,47 @@
+"""What the routes share: settings, store, storage, registry, the event hub."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from conveyor.problems import Problem
+from conveyor.processors.registry import Registry
+from conveyor.settings import Settings
+from conveyor.storage import LocalStorage
+from conveyor.store import Job, Store, tombstoned_or_expired
+
+if TYPE_CHECKING:
+    from conveyor.api.events import EventHub
+    from conveyor.runner.supervisor import Supervisor
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    storage: LocalStorage
+    registry: Registry
+    hub: EventHub
+    supervisor: Supervisor | None = None
+    started_at: float = field(default_factory=time.time)
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def count(self, name: str, by: float = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + by
+
+    def load_job(self, job_id: str) -> Job:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise Problem(404, "not_found", f"no job {job_id}")
+        if tombstoned_or_expired(job):
+            raise Problem(410, "gone", f"job {job_id} expired or was deleted")
+        return job
+
+
+def services(request: Request) -> Services:
+    svc: Any = request.app.state.services
+    return svc  # type: ignore[no-any-return]

@@ -1,0 +1,137 @@
+"""The ``conveyor`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from conveyor import __version__
+from conveyor.settings import Settings
+
+app = typer.Typer(
+    name="conveyor",
+    help="Background file processing: streamed uploads, durable jobs, supervised workers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _settings(processors: str | None = None, workers: int | None = None) -> Settings:
+    overrides: dict[str, object] = {}
+    if processors:
+        overrides["processors"] = processors
+    if workers is not None:
+        overrides["workers"] = workers
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(help="Embedded worker processes [default: CONVEYOR_WORKERS "
+                                      "or the CPU count].")
+    ] = None,
+    no_workers: Annotated[
+        bool, typer.Option("--no-workers", help="Run no embedded workers (use `conveyor worker`).")
+    ] = False,
+    processors: Annotated[
+        str | None, typer.Option(help="Comma-separated `module` or `module:attr` plug-ins.")
+    ] = None,
+) -> None:
+    """Run the HTTP API (and, unless --no-workers, the supervised worker processes)."""
+    import uvicorn
+
+    from conveyor.api import create_app
+
+    _logging()
+    settings = _settings(processors, workers)
+    application = create_app(settings, workers=0 if no_workers else settings.workers)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level=os.environ.get("CONVEYOR_LOG_LEVEL", "info").lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+
+
+@app.command()
+def worker(
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: CPU count].")]
+    = None,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Drain the queue, then exit.")
+    ] = False,
+    processors: Annotated[
+        str | None, typer.Option(help="Comma-separated `module` or `module:attr` plug-ins.")
+    ] = None,
+) -> None:
+    """Run supervised worker processes against the configured database."""
+    from conveyor.runner.supervisor import Supervisor
+    from conveyor.store import Store
+
+    _logging()
+    settings = _settings(processors, workers)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.db_url, run_dir=settings.run_dir)
+    store.migrate()
+    store.close()
+    supervisor = Supervisor(settings, burst=burst)
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        supervisor.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    supervisor.run()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (also done on every start)."""
+    from conveyor.store import Store
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.db_url, run_dir=settings.run_dir)
+    store.migrate()
+    store.close()
+    typer.echo(f"database at {settings.db_url.split('@')[-1]} is up to date")
+
+
+@app.command()
+def version() -> None:
+    """Print conveyor's version."""
+    typer.echo(__version__)
+
+
+def _register_client_commands() -> None:
+    from conveyor.cli_client import register
+
+    register(app)
+
+
+_register_client_commands()
+
+
+def main() -> None:
+    app(prog_name="conveyor")
+
+
+if __name__ == "__main__":
+    main()

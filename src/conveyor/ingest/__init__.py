@@ -1,0 +1,1 @@
+"""Streaming ingest: multipart and raw-body uploads written straight to storage."""

@@ -1,0 +1,195 @@
+"""The async driver: the request body goes once, chunk by chunk, into a storage temp object.
+
+python-multipart's parser is fed from ``request.stream()``; its callbacks write the file part
+straight to storage while the sha256 and the size are computed and the first bytes are kept
+for sniffing. No spooled temp file, no second copy, no whole-body buffering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from conveyor.problems import Problem
+from conveyor.processors.sniff import SNIFF_BYTES
+from conveyor.storage import TempObject
+
+MAX_FIELDS = 1000
+MAX_FIELD_BYTES = 64 * 1024
+MAX_PART_HEADER_BYTES = 16 * 1024
+
+
+@dataclass(slots=True)
+class Received:
+    """The outcome of a streamed upload, before the job exists."""
+
+    temp: TempObject
+    size: int = 0
+    sha256: str = ""
+    head: bytes = b""
+    filename: str | bytes | None = None
+    declared_type: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _Sink:
+    def __init__(self, temp: TempObject, limit: int) -> None:
+        self.temp = temp
+        self.limit = limit
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.head = bytearray()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise Problem(413, "too_large", f"the upload is larger than {self.limit} bytes")
+        if len(self.head) < SNIFF_BYTES:
+            self.head += data[: SNIFF_BYTES - len(self.head)]
+        self.digest.update(data)
+        self.temp.write(bytes(data))
+
+
+async def receive_raw(stream: AsyncIterator[bytes], temp: TempObject, limit: int) -> Received:
+    sink = _Sink(temp, limit)
+    async for chunk in stream:
+        if chunk:
+            sink.write(chunk)
+    return Received(temp=temp, size=sink.size, sha256=sink.digest.hexdigest(),
+                    head=bytes(sink.head))
+
+
+class _MultipartState:
+    """Callbacks for python-multipart: what part we are in and where its bytes go."""
+
+    def __init__(self, temp: TempObject, limit: int) -> None:
+        self.sink = _Sink(temp, limit)
+        self.fields: dict[str, str] = {}
+        self.parts = 0
+        self.header_field = bytearray()
+        self.header_value = bytearray()
+        self.headers: dict[bytes, bytes] = {}
+        self.header_bytes = 0
+        self.current: str | None = None  # "file", "field" or "skip"
+        self.field_name = ""
+        self.field_value = bytearray()
+        self.file_seen = False
+        self.file_done = False
+        self.filename: str | bytes | None = None
+        self.declared_type: str | None = None
+        self.ended = False
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_FIELDS:
+            raise Problem(400, "too_many_fields", f"more than {MAX_FIELDS} parts")
+        self.headers = {}
+        self.header_bytes = 0
+        self.current = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count(end - start)
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count(end - start)
+        self.header_value += data[start:end]
+
+    def _count(self, n: int) -> None:
+        self.header_bytes += n
+        if self.header_bytes > MAX_PART_HEADER_BYTES:
+            raise Problem(400, "malformed_body", "a part's headers are too large")
+
+    def on_header_end(self) -> None:
+        self.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+        self.header_field.clear()
+        self.header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        disposition = self.headers.get(b"content-disposition")
+        if disposition is None:
+            raise Problem(400, "malformed_body", "a part has no Content-Disposition header")
+        _kind, options = parse_options_header(disposition)
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in options:
+            if name != "file":
+                raise Problem(400, "malformed_body", f"unexpected file part {name!r}")
+            if self.file_seen:
+                raise Problem(400, "too_many_files", "only one file part is accepted")
+            self.file_seen = True
+            self.filename = options[b"filename"]
+            ctype = self.headers.get(b"content-type")
+            self.declared_type = ctype.decode("latin-1").strip()[:200] if ctype else None
+            self.current = "file"
+        else:
+            if name == "file":
+                raise Problem(400, "malformed_body", "the `file` part has no filename")
+            self.current = "field"
+            self.field_name = name
+            self.field_value = bytearray()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.current == "file":
+            self.sink.write(memoryview(data)[start:end])
+        elif self.current == "field":
+            self.field_value += data[start:end]
+            if len(self.field_value) > MAX_FIELD_BYTES:
+                raise Problem(400, "field_too_large",
+                              f"field {self.field_name!r} is over {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end(self) -> None:
+        if self.current == "file":
+            self.file_done = True
+        elif self.current == "field":
+            if self.field_name in self.fields:
+                raise Problem(400, "malformed_body", f"field {self.field_name!r} given twice")
+            self.fields[self.field_name] = self.field_value.decode("utf-8", "replace")
+        self.current = None
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
+async def receive_multipart(
+    stream: AsyncIterator[bytes], content_type: str, temp: TempObject, limit: int
+) -> Received:
+    _ctype, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary or len(boundary) > 200:
+        raise Problem(400, "malformed_body", "multipart/form-data needs a boundary (<= 200 bytes)")
+    state = _MultipartState(temp, limit)
+    callbacks = {
+        "on_part_begin": state.on_part_begin,
+        "on_part_data": state.on_part_data,
+        "on_part_end": state.on_part_end,
+        "on_header_field": state.on_header_field,
+        "on_header_value": state.on_header_value,
+        "on_header_end": state.on_header_end,
+        "on_headers_finished": state.on_headers_finished,
+        "on_end": state.on_end,
+    }
+    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    try:
+        async for chunk in stream:
+            if chunk:
+                parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise Problem(400, "malformed_body", f"malformed multipart body: {exc}") from None
+    if not state.ended:
+        raise Problem(400, "malformed_body", "the multipart body ended before its closing boundary")
+    if not state.file_done:
+        raise Problem(422, "no_file", "the multipart body has no file part named `file`")
+    return Received(
+        temp=temp,
+        size=state.sink.size,
+        sha256=state.sink.digest.hexdigest(),
+        head=bytes(state.sink.head),
+        filename=state.filename,
+        declared_type=state.declared_type,
+        fields=state.fields,
+    )

@@ -1,0 +1,109 @@
+"""The processor interface: what a plug-in author writes against.
+
+A processor is a plain callable ``fn(ctx: Context) -> JSON`` registered under a name with a
+pydantic options model::
+
+    from pydantic import BaseModel
+    from conveyor.processors import Context, processor
+
+    class Opts(BaseModel):
+        words: int = 10
+
+    @processor("head", options=Opts, description="First words of a text file", accepts=["text/*"])
+    def head(ctx: Context) -> dict[str, object]:
+        text = ctx.input_path.read_text(errors="replace")
+        with ctx.artifact("head.txt", "text/plain") as out:
+            out.write(" ".join(text.split()[: ctx.options.words]).encode())
+        return {"words": ctx.options.words}
+
+It runs inside a worker process. Raise :class:`conveyor.errors.ProcessorError` to fail the job
+with a stable code; any other exception fails the attempt as ``processor_error`` (retryable).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import BaseModel, ConfigDict
+
+JSON = Any
+
+
+class NoOptions(BaseModel):
+    """Options model for processors that take none: any key is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class InputInfo:
+    filename: str
+    size: int
+    sha256: str
+    media_type: str
+    declared_type: str | None
+
+
+class Context(ABC):
+    """What a processor receives. Implemented by the worker runner (and by test harnesses)."""
+
+    job_id: str
+    attempt: int
+    input_path: Path
+    input: InputInfo
+    options: Any
+    logger: logging.Logger
+    #: A private scratch directory, removed after the attempt.
+    work_dir: Path
+
+    @abstractmethod
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress in [0, 1]. Stored (throttled) and sent as ``job.progress`` events."""
+
+    @abstractmethod
+    def artifact(self, name: str, media_type: str) -> AbstractContextManager[BinaryIO]:
+        """Open a writer for an output file. It is published only if the attempt succeeds."""
+
+    @abstractmethod
+    def artifact_from_path(self, name: str, media_type: str, path: Path) -> None:
+        """Publish an existing file (moved, not copied, when it can be) as an artifact."""
+
+    @abstractmethod
+    def cancelled(self) -> bool:
+        """True once the job was cancelled: stop at the next convenient point."""
+
+    @abstractmethod
+    def add_child(
+        self, path: Path, filename: str, *, pipeline: str = "auto", options: JSON = None
+    ) -> str:
+        """Queue ``path`` as a child job (created only if this attempt succeeds). Returns its id."""
+
+    @abstractmethod
+    def delegate(self, name: str, options: JSON = None) -> JSON:
+        """Run another registered processor on the same input within this attempt."""
+
+
+ProcessorFn = Callable[[Context], JSON]
+
+
+@dataclass(frozen=True, slots=True)
+class Processor:
+    name: str
+    fn: ProcessorFn
+    options: type[BaseModel] = NoOptions
+    description: str = ""
+    accepts: tuple[str, ...] = ("*/*",)
+    #: Module path to import lazily; used by the registry to keep heavy imports out of the API.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, ctx: Context) -> JSON:
+        return self.fn(ctx)
+
+    def validate_options(self, raw: JSON) -> BaseModel:
+        return self.options.model_validate(raw or {})

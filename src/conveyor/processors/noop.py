@@ -1,0 +1,11 @@
+"""The ``noop`` processor: does nothing. Measures the engine's own overhead (see bench/)."""
+
+from __future__ import annotations
+
+from conveyor.processors.base import Context
+from conveyor.processors.registry import processor
+
+
+@processor("noop", description="Do nothing (for benchmarks and smoke tests)", accepts=["*/*"])
+def noop(ctx: Context) -> dict[str, bool]:
+    return {"ok": True}

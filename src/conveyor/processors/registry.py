@@ -1,0 +1,196 @@
+"""The registry of processors and pipelines.
+
+Sources, in order: the built-ins, the entry-point group ``conveyor.processors``, and the
+``module`` or ``module:attr`` paths from ``CONVEYOR_PROCESSORS`` / ``--processors``. A later
+registration with the same name replaces an earlier one (so a plug-in can override a built-in).
+
+A pipeline is a named list of steps. Every processor is also a one-step pipeline of its own
+name, whose options are that processor's options. A multi-step pipeline takes options keyed by
+step name, and its result is keyed by step name too.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from conveyor.processors.base import JSON, NoOptions, Processor, ProcessorFn
+
+ENTRY_POINT_GROUP = "conveyor.processors"
+
+
+class UnknownPipeline(LookupError):
+    pass
+
+
+class BadOptions(ValueError):
+    def __init__(self, message: str, errors: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    name: str
+    steps: tuple[str, ...]
+    description: str = ""
+
+    @property
+    def single(self) -> bool:
+        return len(self.steps) == 1 and self.steps[0] == self.name
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.processors: dict[str, Processor] = {}
+        self.pipelines: dict[str, Pipeline] = {}
+
+    def add(self, proc: Processor) -> Processor:
+        self.processors[proc.name] = proc
+        self.pipelines[proc.name] = Pipeline(proc.name, (proc.name,), proc.description)
+        return proc
+
+    def add_pipeline(self, name: str, steps: Iterable[str], description: str = "") -> Pipeline:
+        steps = tuple(steps)
+        missing = [s for s in steps if s not in self.processors]
+        if missing or not steps:
+            raise UnknownPipeline(f"pipeline {name!r} names unknown steps {missing}")
+        pipe = Pipeline(name, steps, description)
+        self.pipelines[name] = pipe
+        return pipe
+
+    def pipeline(self, name: str) -> Pipeline:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            raise UnknownPipeline(f"no pipeline named {name!r}") from None
+
+    def validate(self, name: str, raw: JSON) -> dict[str, Any]:
+        """Validate ``raw`` options for pipeline ``name``; return them as plain JSON."""
+        pipe = self.pipeline(name)
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise BadOptions("options must be a JSON object")
+        try:
+            if pipe.single:
+                return self.processors[name].validate_options(raw).model_dump(mode="json")
+            unknown = set(raw) - set(pipe.steps)
+            if unknown:
+                raise BadOptions(f"unknown steps in options: {sorted(unknown)}")
+            return {
+                step: self.processors[step].validate_options(raw.get(step)).model_dump(mode="json")
+                for step in pipe.steps
+            }
+        except ValidationError as exc:
+            raise BadOptions(
+                "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
+                    for e in exc.errors()
+                ),
+                errors=exc.errors(include_url=False, include_context=False),
+            ) from None
+
+    def options_schema(self, name: str) -> dict[str, Any]:
+        pipe = self.pipeline(name)
+        if pipe.single:
+            return self.processors[name].options.model_json_schema()
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {s: self.processors[s].options.model_json_schema() for s in pipe.steps},
+        }
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for name in sorted(self.pipelines):
+            pipe = self.pipelines[name]
+            accepts: list[str] = list(self.processors[pipe.steps[0]].accepts)
+            out.append(
+                {
+                    "name": name,
+                    "description": pipe.description,
+                    "steps": list(pipe.steps),
+                    "accepts": accepts,
+                    "options_schema": self.options_schema(name),
+                }
+            )
+        return out
+
+    def load(self, spec: str) -> None:
+        """Load ``module`` (its import registers things) or ``module:attr``."""
+        module_name, _, attr = spec.partition(":")
+        module = importlib.import_module(module_name.strip())
+        if not attr:
+            return
+        obj: Any = module
+        for part in attr.strip().split("."):
+            obj = getattr(obj, part)
+        self._register_object(obj, spec)
+
+    def _register_object(self, obj: Any, spec: str) -> None:
+        if isinstance(obj, Processor):
+            if self.processors.get(obj.name) is not obj:
+                self.add(obj)
+        elif isinstance(obj, list | tuple):
+            for item in obj:
+                self._register_object(item, spec)
+        elif callable(obj) and not isinstance(obj, type):
+            name = getattr(obj, "__name__", spec)
+            self.add(Processor(name=name, fn=obj))
+        else:
+            raise TypeError(f"{spec} is not a processor")
+
+    def load_entry_points(self) -> None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            self._register_object(ep.load(), ep.value)
+
+
+#: The registry the ``@processor`` decorator writes into.
+default_registry = Registry()
+
+
+def processor(
+    name: str,
+    *,
+    options: type[BaseModel] = NoOptions,
+    description: str = "",
+    accepts: Iterable[str] = ("*/*",),
+    registry: Registry | None = None,
+) -> Callable[[ProcessorFn], Processor]:
+    """Register ``fn`` as a processor named ``name``."""
+
+    def decorate(fn: ProcessorFn) -> Processor:
+        proc = Processor(
+            name=name,
+            fn=fn,
+            options=options,
+            description=description or (fn.__doc__ or "").strip().split("\n")[0],
+            accepts=tuple(accepts),
+        )
+        (registry or default_registry).add(proc)
+        return proc
+
+    return decorate
+
+
+_loaded_specs: set[tuple[str, ...]] = set()
+
+
+def build_registry(specs: Iterable[str] = ()) -> Registry:
+    """The default registry with built-ins, entry points and ``specs`` loaded (idempotent)."""
+    import conveyor.processors.builtin
+    import conveyor.processors.noop  # noqa: F401
+
+    key = tuple(s for s in specs if s.strip())
+    if key not in _loaded_specs:
+        default_registry.load_entry_points()
+        for spec in key:
+            default_registry.load(spec)
+        _loaded_specs.add(key)
+    return default_registry

@@ -1,0 +1,445 @@
+"""The ``table`` processor: CSV/TSV, JSON/NDJSON, XLSX or Parquet -> Parquet + a column profile.
+
+DuckDB does the reading, writing and profiling; fastexcel reads XLSX and hands DuckDB an Arrow
+stream. DuckDB's own CSV sniffer is never trusted alone: on a messy file (BOM, ``;``, decimal
+commas, embedded newline, ragged last row) it silently returned one row of five. So the encoding
+and the dialect are detected here (:func:`detect_encoding`, :func:`sniff_dialect`, both pure) and
+passed explicitly, with ``store_rejects`` so that every line DuckDB cannot read is counted and
+written to ``rejects.csv``: rows are never dropped silently.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.errors import ProcessorError
+from conveyor.processors.base import Context
+from conveyor.processors.registry import processor
+
+if TYPE_CHECKING:
+    import duckdb
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+_KINDS = {
+    "text/csv": "csv",
+    "text/tab-separated-values": "tsv",
+    "application/json": "json",
+    "application/x-ndjson": "ndjson",
+    "application/vnd.apache.parquet": "parquet",
+    XLSX_TYPE: "xlsx",
+}
+_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "csv", ".json": "json",
+             ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet", ".xlsx": "xlsx"}
+SAMPLE_BYTES = 64 * 1024
+#: Above this many distinct values, top values are not computed (they would all be count 1).
+TOP_VALUES_MAX_DISTINCT = 100_000
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d{1,3}(\.\d{3})*,\d+$|^[-+]?\d+,\d+$")
+_DECIMAL_DOT = re.compile(r"^[-+]?\d+\.\d+$")
+
+
+class TableOptions(BaseModel):
+    """Options of the ``table`` processor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["auto", "csv", "tsv", "json", "ndjson", "xlsx", "parquet"] = "auto"
+    sheet: str | int | None = Field(
+        default=None, description="XLSX sheet name or 0-based index (default: the first)."
+    )
+    top_values: int = Field(default=5, ge=0, le=20)
+    header: bool | None = Field(
+        default=None, description="CSV: first line is a header (default: detected)."
+    )
+    all_varchar: bool = Field(
+        default=False, description="Read every CSV column as text (no type inference)."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """A CSV dialect, as passed to DuckDB."""
+
+    delimiter: str
+    quote: str
+    escape: str
+    header: bool
+    decimal_separator: str = "."
+
+
+def detect_encoding(path: Path, chunk: int = 4 << 20) -> str:
+    """``utf-8``, ``utf-8-sig``, ``utf-16`` (BOM) or, when not valid UTF-8, ``cp1252``/``latin-1``.
+
+    The whole file is checked (incrementally): a file whose first non-ASCII byte is in its
+    last line is still latin-1.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return "utf-16"
+        fh.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        saw_cp1252_only = False
+        try:
+            while data := fh.read(chunk):
+                decoder.decode(data)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            fh.seek(0)
+            cp = codecs.getincrementaldecoder("cp1252")()
+            try:
+                while data := fh.read(chunk):
+                    cp.decode(data)
+                saw_cp1252_only = True
+            except UnicodeDecodeError:
+                return "latin-1"
+        if saw_cp1252_only:
+            return "cp1252"
+    return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+
+
+def transcode_to_utf8(src: Path, encoding: str, dst: Path, chunk: int = 4 << 20) -> None:
+    """Stream ``src`` from ``encoding`` to UTF-8 (no BOM) at ``dst``."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        first = True
+        while data := fin.read(chunk):
+            text = decoder.decode(data)
+            if first:
+                text = text.lstrip("\ufeff")
+                first = False
+            fout.write(text.encode("utf-8"))
+        fout.write(decoder.decode(b"", final=True).encode("utf-8"))
+
+
+def read_sample(path: Path, size: int = SAMPLE_BYTES) -> str:
+    """The first ``size`` bytes of a UTF-8 file as text, cut at the last complete line."""
+    with open(path, "rb") as fh:
+        raw = fh.read(size)
+        more = bool(fh.read(1))
+    text = raw.decode("utf-8-sig", errors="ignore")
+    if more and "\n" in text:
+        text = text[: text.rindex("\n") + 1]
+    return text
+
+
+def sniff_dialect(sample: str, default_delimiter: str = ",") -> Dialect:
+    """Detect delimiter, quote, header and decimal separator from a text sample (pure)."""
+    # csv.Sniffer gives up on CRLF samples with quoted newlines: give it plain LF.
+    sample = sample.replace("\r\n", "\n").replace("\r", "\n")
+    if not sample.strip():
+        return Dialect(default_delimiter, '"', '"', False)
+    sniffer = csv.Sniffer()
+    try:
+        found = sniffer.sniff(sample, delimiters=",;\t|")
+        delimiter, quote = found.delimiter, found.quotechar or '"'
+        escape = found.escapechar or quote
+    except csv.Error:
+        delimiter, quote, escape = _consistent_delimiter(sample, default_delimiter), '"', '"'
+    rows = list(csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quote))[:50]
+    rows = [r for r in rows if r]
+    try:
+        header = sniffer.has_header(sample)
+    except csv.Error:
+        header = False
+    if not header and len(rows) > 1:
+        # has_header votes on column types and says no when every column is text. A first row
+        # of distinct, non-empty, non-numeric names is a header in practice (the ``header``
+        # option overrides; the choice is reported in the result).
+        first = [c.strip() for c in rows[0]]
+        header = all(c and not _numberish(c) for c in first) and len(set(first)) == len(first)
+    decimal = "."
+    if delimiter != ",":
+        cells = [c.strip() for row in rows[1 if header else 0 :] for c in row]
+        commas = sum(1 for c in cells if _DECIMAL_COMMA.match(c))
+        dots = sum(1 for c in cells if _DECIMAL_DOT.match(c))
+        if commas > dots:
+            decimal = ","
+    return Dialect(delimiter, quote, escape, header, decimal)
+
+
+def _consistent_delimiter(sample: str, default: str) -> str:
+    """The candidate whose parsed rows most often share one width above 1."""
+    best, best_score = default, (0.0, 0)
+    for cand in ",;\t|":
+        widths = [len(r) for r in csv.reader(io.StringIO(sample), delimiter=cand) if r][:200]
+        if not widths:
+            continue
+        mode = max(set(widths), key=widths.count)
+        score = (widths.count(mode) / len(widths), mode)
+        if mode > 1 and score > best_score:
+            best, best_score = cand, score
+    return best
+
+
+def _numberish(cell: str) -> bool:
+    return bool(re.fullmatch(r"[-+]?[\d.,]+(e[-+]?\d+)?", cell, re.IGNORECASE))
+
+
+def _kind(ctx: Context, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    kind = _KINDS.get(ctx.input.media_type)
+    if kind is None:
+        kind = _SUFFIXES.get(Path(ctx.input.filename).suffix.lower())
+    if kind is None:
+        raise ProcessorError(
+            "unsupported_format", f"not a table: {ctx.input.media_type} ({ctx.input.filename})"
+        )
+    return kind
+
+
+def _q(value: str) -> str:
+    """A SQL string literal (paths here are ours, but quote them properly anyway)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _connect(ctx: Context) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    tmp = ctx.work_dir / "duckdb-tmp"
+    tmp.mkdir(exist_ok=True)
+    con = duckdb.connect(
+        config={
+            "threads": 2,  # 2-core workers; more threads only add contention
+            "memory_limit": "512MB",
+            "temp_directory": str(tmp),
+            "autoinstall_known_extensions": False,  # offline machines; no surprise downloads
+            "autoload_known_extensions": False,
+        }
+    )
+    return con
+
+
+@processor(
+    "table",
+    options=TableOptions,
+    description="Tables (CSV/TSV, JSON/NDJSON, XLSX, Parquet) to Parquet with a column profile",
+    accepts=list(_KINDS),
+)
+def table(ctx: Context) -> dict[str, Any]:
+    """Convert a table to ``data.parquet`` (zstd), profile it, and report rejected lines."""
+    import duckdb
+
+    opts: TableOptions = ctx.options
+    if ctx.input_path.stat().st_size == 0:
+        raise ProcessorError("empty_file", "the file is empty")
+    kind = _kind(ctx, opts.format)
+    out = ctx.work_dir / "data.parquet"
+    con = _connect(ctx)
+    info: dict[str, Any] = {"format": kind}
+    rejects: list[tuple[int, str, str]] = []
+    try:
+        ctx.progress(0.05, f"reading {kind}")
+        if kind in ("csv", "tsv"):
+            args, extra = _csv_args(ctx, kind, opts)
+            info.update(extra)
+            rows = _copy_csv(con, args, out)
+            rejects = _rejects(con)
+        elif kind in ("json", "ndjson"):
+            fmt = "newline_delimited" if kind == "ndjson" else "auto"
+            rows = _copy(con, f"read_json({_q(str(ctx.input_path))}, format={_q(fmt)})", out)
+        elif kind == "parquet":
+            rows = _copy(con, f"read_parquet({_q(str(ctx.input_path))})", out)
+        else:
+            rows = _copy(con, _xlsx_source(ctx, con, opts, info), out)
+        ctx.progress(0.6, "profiling")
+        schema = [
+            {"name": str(name), "type": str(typ)}
+            for name, typ, *_ in con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_q(str(out))})"
+            ).fetchall()
+        ]
+        if not schema:
+            raise ProcessorError("bad_table", "no columns found")
+        profile = _profile(con, out, schema, rows, opts.top_values)
+    except duckdb.Error as exc:
+        raise ProcessorError("bad_table", f"cannot read the table: {exc}") from None
+    finally:
+        con.close()
+    with ctx.artifact("profile.json", "application/json") as fh:
+        fh.write(json.dumps({"rows": rows, "columns": profile}, default=str, indent=1).encode())
+    if rejects:
+        with ctx.artifact("rejects.csv", "text/csv") as fh:
+            _write_rejects(fh, rejects)
+    ctx.artifact_from_path("data.parquet", "application/vnd.apache.parquet", out)
+    ctx.progress(1.0, "done")
+    return {
+        "rows": rows,
+        "columns": len(schema),
+        "schema": schema,
+        "rejected": len(rejects),
+        **info,
+    }
+
+
+def _csv_args(ctx: Context, kind: str, opts: TableOptions) -> tuple[list[str], dict[str, Any]]:
+    encoding = detect_encoding(ctx.input_path)
+    path = ctx.input_path
+    if encoding not in ("utf-8", "utf-8-sig"):
+        # DuckDB reads UTF-8 (it skips a UTF-8 BOM itself): transcode anything else once.
+        path = ctx.work_dir / "utf8.csv"
+        transcode_to_utf8(ctx.input_path, encoding, path)
+    dialect = sniff_dialect(read_sample(path), "\t" if kind == "tsv" else ",")
+    if opts.header is not None:
+        dialect = replace(dialect, header=opts.header)
+    args = [
+        _q(str(path)),
+        f"delim={_q(dialect.delimiter)}",
+        f"quote={_q(dialect.quote)}",
+        f"escape={_q(dialect.escape)}",
+        f"header={'true' if dialect.header else 'false'}",
+        "store_rejects=true",  # implies ignore_errors: bad lines go to reject_errors
+        f"decimal_separator={_q(dialect.decimal_separator)}",
+    ]
+    if opts.all_varchar:
+        args.append("all_varchar=true")
+    return args, {"encoding": encoding, "dialect": asdict(dialect)}
+
+
+def _copy_csv(con: duckdb.DuckDBPyConnection, args: list[str], out: Path) -> int:
+    """COPY the CSV to Parquet; retry once with text columns where values failed to cast."""
+    rows = _copy(con, f"read_csv({', '.join(args)})", out)
+    cast_failures = [
+        str(c[0])
+        for c in con.execute(
+            "SELECT DISTINCT column_name FROM reject_errors "
+            "WHERE error_type = 'CAST' AND column_name IS NOT NULL"
+        ).fetchall()
+    ]
+    if not cast_failures:
+        return rows
+    # A value the type sniffer did not foresee (e.g. "n/a" after 20k numbers) would reject its
+    # whole row: read those columns as text instead, so only malformed lines are rejected.
+    con.execute("DROP TABLE IF EXISTS reject_errors")
+    con.execute("DROP TABLE IF EXISTS reject_scans")
+    types = ", ".join(f"{_q(c)}: 'VARCHAR'" for c in cast_failures)
+    return _copy(con, f"read_csv({', '.join([*args, f'types={{{types}}}'])})", out)
+
+
+def _copy(con: duckdb.DuckDBPyConnection, source: str, out: Path) -> int:
+    row = con.execute(
+        f"COPY (SELECT * FROM {source}) TO {_q(str(out))} (FORMAT parquet, COMPRESSION zstd)"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _rejects(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, str]]:
+    rows = con.execute(
+        "SELECT line, string_agg(DISTINCT error_type || ': ' || error_message, '; '), "
+        "any_value(csv_line) FROM reject_errors GROUP BY line ORDER BY line"
+    ).fetchall()
+    return [(int(line), str(err), str(raw or "").strip("\r\n")) for line, err, raw in rows]
+
+
+def _write_rejects(fh: Any, rejects: list[tuple[int, str, str]]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["line", "error", "original_line"])
+    writer.writerows(rejects)
+    fh.write(text.getvalue().encode("utf-8"))
+
+
+def _xlsx_source(
+    ctx: Context, con: duckdb.DuckDBPyConnection, opts: TableOptions, info: dict[str, Any]
+) -> str:
+    import fastexcel
+
+    try:
+        reader = fastexcel.read_excel(str(ctx.input_path))
+        sheets = list(reader.sheet_names)
+        if not sheets:
+            raise ProcessorError("bad_table", "the workbook has no sheets")
+        sheet = reader.load_sheet(opts.sheet if opts.sheet is not None else 0)
+    except ProcessorError:
+        raise
+    except Exception as exc:  # fastexcel raises its own exception tree
+        if opts.sheet is not None and "not found" in str(exc).lower():
+            raise ProcessorError("bad_table", f"no sheet {opts.sheet!r} in {sheets}") from None
+        raise ProcessorError("corrupt_file", f"cannot read the workbook: {exc}") from None
+    info.update(sheets=sheets, sheet=sheet.name)
+    # fastexcel speaks the Arrow PyCapsule interface: no pyarrow needed in between.
+    con.register("xlsx_sheet", sheet)
+    return "xlsx_sheet"
+
+
+def _profile(
+    con: duckdb.DuckDBPyConnection,
+    parquet: Path,
+    schema: list[dict[str, str]],
+    rows: int,
+    top: int,
+) -> list[dict[str, Any]]:
+    import duckdb
+
+    src = f"read_parquet({_q(str(parquet))})"
+    # One scan for every column's stats (SUMMARIZE also computes quantiles: twice the cost).
+    parts = []
+    for col in schema:
+        c = _ident(col["name"])
+        mean = f"avg({c})" if _numeric(col["type"]) else "NULL"
+        parts.append(
+            f"count(*) - count({c}), approx_count_distinct({c}), "
+            f"min({c})::VARCHAR, max({c})::VARCHAR, {mean}"
+        )
+    try:
+        stats = con.execute(f"SELECT {', '.join(parts)} FROM {src}").fetchone() or ()
+    except duckdb.Error:  # a type without min/max (e.g. a map): fall back to counts only
+        stats = ()
+    out: list[dict[str, Any]] = []
+    for i, col in enumerate(schema):
+        nulls, distinct, low, high, mean = (
+            stats[i * 5 : i * 5 + 5] if stats else (None, None, None, None, None)
+        )
+        entry: dict[str, Any] = {
+            "name": col["name"],
+            "type": col["type"],
+            "nulls": int(nulls) if nulls is not None else None,
+            "approx_distinct": int(distinct) if distinct is not None else None,
+            "min": low,
+            "max": high,
+            "mean": _float(mean),
+        }
+        # Mostly-unique columns (ids, amounts) have no telling top values: skip the GROUP BY.
+        limit = min(TOP_VALUES_MAX_DISTINCT, max(rows // 2, 20))
+        if top and rows and (distinct is None or distinct <= limit):
+            name = _ident(col["name"])
+            try:
+                entry["top_values"] = [
+                    {"value": v, "count": int(n)}
+                    for v, n in con.execute(
+                        f"SELECT {name}, count(*) AS n FROM {src} WHERE {name} IS NOT NULL "
+                        f"GROUP BY {name} ORDER BY n DESC, {name} LIMIT {int(top)}"
+                    ).fetchall()
+                ]
+            except duckdb.Error:  # e.g. a type that cannot be grouped or ordered
+                entry["top_values"] = None
+        else:
+            entry["top_values"] = None
+        out.append(entry)
+    return out
+
+
+def _numeric(typ: str) -> bool:
+    t = typ.upper()
+    return any(k in t for k in ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "NUMERIC")) and \
+        not t.endswith("[]")
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,1 @@
+"""Running jobs: the supervisor, the worker loop, the retry policy."""

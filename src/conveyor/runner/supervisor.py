@@ -1,0 +1,270 @@
+"""The supervisor: starts N long-lived worker processes and watches them from outside.
+
+It restarts a worker that dies, recycles one after N jobs or above its RSS cap, renews the
+lease of every running job (so a worker busy in native code still holds its lease), kills the
+worker whose job passed its timeout or was cancelled and did not stop within the grace period,
+and records why (``timeout``, ``cancelled``, ``worker_lost``, ``memory_exceeded``). Its reaper
+requeues jobs whose lease expired: that is how the jobs of a SIGKILLed supervisor, or of a
+crashed machine, still get done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+
+import psutil
+
+from conveyor.errors import LeaseLost
+from conveyor.models import ErrorCode, JobError, JobState
+from conveyor.runner.retry import RetryPolicy
+from conveyor.runner.worker import worker_main
+from conveyor.settings import Settings
+from conveyor.store import Store
+
+log = logging.getLogger("conveyor.supervisor")
+
+_spawn = multiprocessing.get_context("spawn")
+
+
+@dataclass(slots=True)
+class Running:
+    job_id: str
+    token: str
+    started: float
+    timeout_s: float
+    cancel_seen: float | None = None
+
+
+@dataclass(slots=True)
+class Slot:
+    index: int
+    process: BaseProcess
+    pipe: Connection
+    worker_id: str
+    running: Running | None = None
+    jobs: int = 0
+    kill_reason: JobError | None = None
+    retiring: bool = False
+    rss_checked: float = field(default=0.0)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, *, workers: int | None = None, burst: bool = False,
+                 name: str | None = None) -> None:
+        self.settings = settings
+        self.count = settings.workers if workers is None else workers
+        self.burst = burst
+        self.name = name or f"{os.uname().nodename}-{os.getpid()}"
+        self.store = Store(
+            settings.db_url,
+            run_dir=settings.run_dir,
+            retention_s=settings.retention.total_seconds(),
+            default_webhook_url=settings.webhook_url,
+        )
+        self.policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s)
+        self.slots: list[Slot] = []
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._generation = 0
+        self._settings_json = settings.model_dump_json()
+        self._last_heartbeat = 0.0
+        self._last_reap = 0.0
+
+    # -- public --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until :meth:`stop` (or, in burst mode, until no job is queued or running)."""
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        self._clean_stale_work_dirs()
+        self.store.reap_expired_leases(self.policy)
+        try:
+            for index in range(self.count):
+                self.slots.append(self._spawn(index))
+            while not self._stop.is_set():
+                self._tick()
+                if self.burst and self._drained():
+                    break
+        finally:
+            self._shutdown()
+            self.store.close()
+            self._stopped.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def alive_workers(self) -> int:
+        return sum(1 for s in self.slots if s.process.is_alive())
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _spawn(self, index: int) -> Slot:
+        self._generation += 1
+        worker_id = f"{self.name}-w{index}-{self._generation}"
+        reader, writer = _spawn.Pipe(duplex=False)
+        process = _spawn.Process(
+            target=worker_main,
+            args=(self._settings_json, worker_id, writer),
+            name=f"conveyor-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        writer.close()
+        log.info("started worker %s (pid %s)", worker_id, process.pid)
+        return Slot(index, process, reader, worker_id)
+
+    def _kill(self, slot: Slot, reason: JobError | None) -> None:
+        slot.kill_reason = reason
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(slot.process.pid or -1, signal.SIGKILL)
+
+    def _tick(self) -> None:
+        handles: list[object] = []
+        for slot in self.slots:
+            handles.append(slot.pipe)
+            handles.append(slot.process.sentinel)
+        ready = wait(handles, timeout=0.2)  # type: ignore[arg-type]
+        now = time.monotonic()
+        for slot in list(self.slots):
+            if slot.pipe in ready:
+                self._read(slot)
+        for slot in list(self.slots):
+            if slot.process.sentinel in ready or not slot.process.is_alive():
+                self._on_exit(slot)
+        self._watch(now)
+        wall = time.time()
+        if wall - self._last_heartbeat >= max(self.settings.lease_s / 4, 0.2):
+            self._last_heartbeat = wall
+            self._heartbeat()
+        if wall - self._last_reap >= max(self.settings.lease_s / 2, 0.5):
+            self._last_reap = wall
+            self.store.reap_expired_leases(self.policy)
+
+    def _read(self, slot: Slot) -> None:
+        while True:
+            try:
+                if not slot.pipe.poll():
+                    return
+                message = slot.pipe.recv()
+            except (EOFError, OSError):
+                return
+            kind = message[0]
+            if kind == "start":
+                _, job_id, token, timeout_s = message
+                slot.running = Running(job_id, token, time.monotonic(), float(timeout_s))
+            elif kind == "done":
+                slot.running = None
+                slot.jobs += 1
+
+    def _on_exit(self, slot: Slot) -> None:
+        # Messages sent just before the exit are still in the pipe.
+        self._read(slot)
+        slot.process.join(timeout=1)
+        code = slot.process.exitcode
+        if slot.running is not None:
+            reason = slot.kill_reason or JobError(
+                ErrorCode.WORKER_LOST, f"the worker process died (exit code {code})", True
+            )
+            self._record_failure(slot.running, reason)
+        elif code not in (0, None) and slot.kill_reason is None:
+            log.warning("worker %s exited with code %s", slot.worker_id, code)
+        with contextlib.suppress(Exception):
+            slot.pipe.close()
+        self.slots.remove(slot)
+        if not self._stop.is_set():
+            self.slots.append(self._spawn(slot.index))
+
+    def _record_failure(self, running: Running, error: JobError) -> None:
+        try:
+            if error.code == ErrorCode.CANCELLED:
+                self.store.finish_cancelled(running.job_id, running.token)
+            else:
+                state = self.store.fail_attempt(running.job_id, running.token, error, self.policy)
+                log.info("job %s: %s -> %s", running.job_id, error.code, state)
+        except LeaseLost:
+            pass  # already finished, or a newer attempt owns it
+
+    def _watch(self, now: float) -> None:
+        grace = self.settings.cancel_grace_s
+        for slot in self.slots:
+            run = slot.running
+            if run is None or slot.kill_reason is not None:
+                continue
+            if now - run.started > run.timeout_s:
+                self._kill(slot, JobError(ErrorCode.TIMEOUT,
+                                          f"the job ran past its timeout of {run.timeout_s:g} s",
+                                          False))
+            elif run.cancel_seen is not None and now - run.cancel_seen > grace:
+                self._kill(slot, JobError(ErrorCode.CANCELLED, "cancelled", False))
+            elif self.settings.worker_rss_mb and now - slot.rss_checked > 0.5:
+                slot.rss_checked = now
+                try:
+                    rss = psutil.Process(slot.process.pid).memory_info().rss
+                except psutil.Error:
+                    continue
+                if rss > self.settings.worker_rss_mb * 1024 * 1024:
+                    self._kill(slot, JobError(
+                        ErrorCode.MEMORY_EXCEEDED,
+                        f"the worker used {rss >> 20} MiB, over its cap of "
+                        f"{self.settings.worker_rss_mb} MiB", False))
+
+    def _heartbeat(self) -> None:
+        for slot in self.slots:
+            run = slot.running
+            if run is None:
+                continue
+            beat = self.store.heartbeat(run.job_id, run.token, self.settings.lease_s)
+            if beat.cancel_requested and run.cancel_seen is None:
+                run.cancel_seen = time.monotonic()
+
+    def _drained(self) -> bool:
+        if any(s.running for s in self.slots):
+            return False
+        counts = self.store.count_by_state()
+        return not counts.get(JobState.QUEUED, 0) and not counts.get(JobState.RUNNING, 0)
+
+    def _clean_stale_work_dirs(self) -> None:
+        root = self.settings.data_dir / "work"
+        if not root.is_dir():
+            return
+        node = os.uname().nodename
+        for entry in root.iterdir():
+            # Work dirs are named "<node>-<supervisor pid>-w<n>-...": a dead pid's are leftovers.
+            pid = entry.name.removeprefix(f"{node}-").split("-", 1)[0]
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _shutdown(self) -> None:
+        """Stop claiming; let running jobs finish within the grace period; release the rest."""
+        for slot in self.slots:
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(slot.process.pid or -1, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        while time.monotonic() < deadline and any(s.process.is_alive() for s in self.slots):
+            for slot in self.slots:
+                self._read(slot)
+            if any(s.running for s in self.slots if s.process.is_alive()):
+                self._heartbeat()
+            time.sleep(0.05)
+        for slot in self.slots:
+            self._read(slot)
+            if slot.process.is_alive():
+                self._kill(slot, None)
+                slot.process.join(timeout=5)
+            if slot.running is not None:
+                with contextlib.suppress(LeaseLost):
+                    if self.store.release(slot.running.job_id, slot.running.token):
+                        log.info("released job %s", slot.running.job_id)
+        self.slots.clear()

@@ -1,0 +1,102 @@
+"""All of conveyor's settings, read from ``CONVEYOR_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, TypeAdapter, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``45s`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match and str(value).startswith(("P", "-P")):
+        # ISO 8601, as pydantic serialises a timedelta.
+        return TypeAdapter(timedelta).validate_python(value)
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 7d, 12h, 30m, 45s)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _split_csv(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return list(value or [])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    data_dir: Path = Path("./conveyor-data")
+    #: Default: ``sqlite:///{data_dir}/conveyor.db``.
+    database_url: str | None = None
+    #: Default: ``file://{data_dir}/files``. Only local storage is implemented.
+    storage_url: str | None = None
+    broker_url: str | None = None
+
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+    job_timeout_s: float = Field(default=600.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    lease_s: float = Field(default=30.0, gt=0)
+    #: Address-space cap per worker process (RLIMIT_AS), in MiB; 0 disables it.
+    worker_memory_mb: int = Field(default=2048, ge=0)
+    #: Resident-set cap checked by the supervisor while a job runs, in MiB; 0 disables it.
+    worker_rss_mb: int = Field(default=1536, ge=0)
+    jobs_per_worker: int = Field(default=500, ge=1)
+    #: How long a cancelled or terminating job may take to stop before its worker is killed.
+    cancel_grace_s: float = Field(default=3.0, ge=0)
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    retry_base_s: float = Field(default=2.0, ge=0)
+    retry_max_s: float = Field(default=300.0, ge=0)
+    #: Least time between two stored progress updates of one job.
+    progress_interval_s: float = Field(default=0.1, ge=0)
+
+    max_upload_bytes: int = Field(default=10 * 1024**3, ge=0)
+    retention: Duration = timedelta(days=7)
+    sweep_interval_s: float = Field(default=300.0, gt=0)
+
+    processors: CsvList = Field(default_factory=list)
+
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_allow_private: str | None = None
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    #: Multiplies the Standard Webhooks retry schedule (tests shrink it).
+    webhook_schedule_scale: float = Field(default=1.0, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'conveyor.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        url = self.storage_url
+        if url and url.startswith("file://"):
+            return Path(url.removeprefix("file://")).expanduser().resolve()
+        return self.data_dir / "files"
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets and pid files of the running processes."""
+        return self.data_dir / "run"

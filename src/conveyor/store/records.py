@@ -1,0 +1,142 @@
+"""Plain records the store returns."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.models import JobError, JobState
+
+
+@dataclass(slots=True)
+class Artifact:
+    job_id: str
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    storage_key: str
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    state: JobState
+    pipeline: str
+    options: Any
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout_s: float
+    input_key: str
+    input_filename: str
+    input_size: int
+    input_sha256: str
+    media_type: str
+    declared_type: str | None
+    progress_fraction: float
+    progress_message: str | None
+    result: Any
+    error: JobError | None
+    parent_id: str | None
+    webhook_url: str | None
+    idempotency_key: str | None
+    run_after: float
+    lease_token: str | None
+    lease_expires_at: float | None
+    worker_id: str | None
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    expires_at: float
+    deleted_at: float | None
+    artifacts: list[Artifact] = field(default_factory=list)
+    children: dict[str, int] | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        m = row._mapping
+        error = None
+        if m["error_code"]:
+            error = JobError(m["error_code"], m["error_message"] or "", bool(m["error_retryable"]))
+        return cls(
+            id=m["id"],
+            state=JobState(m["state"]),
+            pipeline=m["pipeline"],
+            options=json.loads(m["options"] or "{}"),
+            priority=m["priority"],
+            attempts=m["attempts"],
+            max_attempts=m["max_attempts"],
+            timeout_s=m["timeout_s"],
+            input_key=m["input_key"],
+            input_filename=m["input_filename"],
+            input_size=m["input_size"],
+            input_sha256=m["input_sha256"],
+            media_type=m["media_type"],
+            declared_type=m["declared_type"],
+            progress_fraction=m["progress_fraction"],
+            progress_message=m["progress_message"],
+            result=json.loads(m["result"]) if m["result"] is not None else None,
+            error=error,
+            parent_id=m["parent_id"],
+            webhook_url=m["webhook_url"],
+            idempotency_key=m["idempotency_key"],
+            run_after=m["run_after"],
+            lease_token=m["lease_token"],
+            lease_expires_at=m["lease_expires_at"],
+            worker_id=m["worker_id"],
+            cancel_requested=bool(m["cancel_requested"]),
+            created_at=m["created_at"],
+            started_at=m["started_at"],
+            finished_at=m["finished_at"],
+            updated_at=m["updated_at"],
+            expires_at=m["expires_at"],
+            deleted_at=m["deleted_at"],
+        )
+
+
+@dataclass(slots=True)
+class Event:
+    id: int
+    job_id: str
+    type: str
+    at: float
+    data: Any
+
+    @classmethod
+    def from_row(cls, row: Any) -> Event:
+        m = row._mapping
+        return cls(m["id"], m["job_id"], m["type"], m["at"], json.loads(m["data"] or "{}"))
+
+
+@dataclass(slots=True)
+class NewJob:
+    """What ingest hands the store to create a job."""
+
+    id: str
+    pipeline: str
+    options: Any
+    input_key: str
+    input_filename: str
+    input_size: int
+    input_sha256: str
+    media_type: str
+    declared_type: str | None = None
+    priority: int = 0
+    max_attempts: int = 3
+    timeout_s: float = 600.0
+    parent_id: str | None = None
+    webhook_url: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(slots=True)
+class Claim:
+    """A claimed attempt: the job and the lease token that fences every write of this attempt."""
+
+    job: Job
+    token: str
+    attempt: int

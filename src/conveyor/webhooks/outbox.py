@@ -1,0 +1,112 @@
+"""The delivery loop: sends due outbox messages, signed, on the Standard Webhooks schedule.
+
+Messages are written by the store in the transaction that ends a job, so a crash can delay a
+webhook but never lose it; a receiver may see one twice (the ``webhook-id`` tells).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+
+from conveyor.settings import Settings
+from conveyor.store import Store
+from conveyor.webhooks.schedule import classify, next_delay
+from conveyor.webhooks.sender import send
+from conveyor.webhooks.signing import generate_secret, headers
+from conveyor.webhooks.ssrf import AllowList, UnsafeUrl, check_url
+
+log = logging.getLogger("conveyor.webhooks")
+
+
+def load_secret(settings: Settings) -> str:
+    """``CONVEYOR_WEBHOOK_SECRET``, else a secret generated once into the data dir."""
+    if settings.webhook_secret:
+        return settings.webhook_secret
+    path: Path = settings.data_dir / "webhook-secret"
+    if path.exists():
+        return path.read_text().strip()
+    secret = generate_secret()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    return secret
+
+
+class Outbox:
+    def __init__(self, settings: Settings, store: Store, secret: str,
+                 changed: asyncio.Event | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.secret = secret
+        self.allow = AllowList.parse(settings.webhook_allow_private)
+        self.changed = changed
+        self.rng = random.Random()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="conveyor-webhooks")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception:
+                log.exception("webhook delivery pass failed")
+            next_at = await to_thread.run_sync(self.store.next_message_at)
+            wait = 1.0 if next_at is None else min(max(next_at - time.time(), 0.02), 1.0)
+            if self.changed is not None:
+                self.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), timeout=wait)
+            else:
+                await asyncio.sleep(wait)
+
+    async def deliver_due(self) -> int:
+        due = await to_thread.run_sync(lambda: self.store.due_messages(time.time()))
+        if due:
+            await asyncio.gather(*(self.deliver(m) for m in due))
+        return len(due)
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        attempt = int(message["attempts"]) + 1
+        body = str(message["body"]).encode()
+        try:
+            target = await to_thread.run_sync(lambda: check_url(message["url"], allow=self.allow))
+        except UnsafeUrl as exc:
+            refused = partial(
+                self.store.record_delivery, message["id"], attempt=attempt, status_code=None,
+                error=str(exc), duration_ms=0.0, outcome="failed", next_attempt_at=None,
+            )
+            await to_thread.run_sync(refused)
+            return
+        signed = headers(self.secret, message["msg_id"], int(time.time()), body)
+        outcome = await send(target, signed, body, timeout=self.settings.webhook_timeout_s)
+        verdict = classify(outcome.status_code)
+        if verdict == "delivered":
+            result, next_at = "delivered", None
+        elif verdict == "disable":
+            result, next_at = "disabled", None
+        else:
+            delay = next_delay(attempt + 1, self.rng, scale=self.settings.webhook_schedule_scale)
+            result = "retry" if delay is not None else "failed"
+            next_at = time.time() + delay if delay is not None else None
+        await to_thread.run_sync(lambda: self.store.record_delivery(
+            message["id"], attempt=attempt, status_code=outcome.status_code,
+            error=outcome.error, duration_ms=float(outcome.duration_ms), outcome=result,
+            next_attempt_at=next_at))
