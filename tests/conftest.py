@@ -1,0 +1,155 @@
+"""Fixtures shared by every test layer.
+
+- ``CONVEYOR_*`` variables of the calling shell are removed, so tests see only what they set.
+- :func:`need_service` skips a test when PostgreSQL, Redis or Chromium is missing, except under
+  ``CI=true``, where a missing service is a failure.
+- ``server`` starts a real ``conveyor serve`` subprocess on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+for _name in list(os.environ):
+    if _name.startswith("CONVEYOR_"):
+        del os.environ[_name]
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+if str(PLUGINS) not in sys.path:
+    sys.path.insert(0, str(PLUGINS))
+
+
+def need_service(name: str, why: str) -> None:
+    """Skip locally, fail on CI: a test that needs a missing service must not pass silently."""
+    message = f"{name} is not available: {why}"
+    if CI:
+        pytest.fail(message + " (CI=true: services must be running)")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(
+        {
+            "CONVEYOR_DATA_DIR": str(data_dir),
+            "CONVEYOR_PROCESSORS": "conveyor_testprocs",
+            "CONVEYOR_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": os.pathsep.join(
+                [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    """A running ``conveyor serve`` subprocess."""
+
+    data_dir: Path
+    env: dict[str, str]
+    args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.log_path = self.data_dir.parent / f"server-{self.port}-{time.time_ns()}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 (owned by the subprocess)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "serve", "--port", str(self.port), *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"conveyor serve exited:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"conveyor serve did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path else ""
+
+    def kill(self) -> None:
+        """SIGKILL the server and every process it started (its session)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def wait_state(self, job_id: str, states: tuple[str, ...] = ("succeeded", "failed",
+                   "cancelled"), timeout: float = 60.0) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        job: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            job = httpx.get(f"{self.url}/v1/jobs/{job_id}", timeout=10).json()
+            if job.get("state") in states:
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} stuck in {job.get('state')}: {job}")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Make (and afterwards kill) ``conveyor serve`` subprocesses: ``server_factory(**env)``."""
+    made: list[Server] = []
+
+    def make(*args: str, data_dir: Path | None = None, start: bool = True,
+             **env: str) -> Server:
+        folder = data_dir or tmp_path / f"data{len(made)}"
+        defaults = {"CONVEYOR_WORKERS": "2", "CONVEYOR_LEASE_S": "5"}
+        srv = Server(folder, base_env(folder, **{**defaults, **env}), list(args))
+        made.append(srv)
+        return srv.start() if start else srv
+
+    yield make
+    for srv in made:
+        srv.kill()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    return server_factory()

@@ -1,0 +1,90 @@
+"""Processors that misbehave on purpose, for the engine, API and UI tests.
+
+Load with ``CONVEYOR_PROCESSORS=conveyor_testprocs`` (this folder on PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from conveyor.errors import ProcessorError
+from conveyor.processors import Context, processor
+
+
+class SleepOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = 1.0
+    #: Check ctx.cancelled() while sleeping (a cooperative processor) or not.
+    cooperative: bool = True
+    steps: int = 10
+
+
+@processor("sleep", options=SleepOptions, description="Sleep, reporting progress")
+def sleep(ctx: Context) -> dict[str, float]:
+    opts: SleepOptions = ctx.options
+    for i in range(opts.steps):
+        if opts.cooperative and ctx.cancelled():
+            raise ProcessorError("cancelled", "stopped on request")
+        time.sleep(opts.seconds / opts.steps)
+        ctx.progress((i + 1) / opts.steps, f"step {i + 1}/{opts.steps}")
+    return {"slept": opts.seconds}
+
+
+class CountOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: int = 200
+
+
+@processor("progress", options=CountOptions, description="Emit many progress events")
+def many_progress(ctx: Context) -> dict[str, int]:
+    opts: CountOptions = ctx.options
+    for i in range(opts.events):
+        ctx.progress((i + 1) / opts.events, f"{i + 1}/{opts.events}")
+    return {"events": opts.events}
+
+
+@processor("abort", description="Kill the worker process every time")
+def abort(ctx: Context) -> None:
+    os.abort()
+
+
+class AllocOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    megabytes: int = 4096
+
+
+@processor("alloc", options=AllocOptions, description="Allocate a lot of memory")
+def alloc(ctx: Context) -> int:
+    opts: AllocOptions = ctx.options
+    blob = bytearray(opts.megabytes * 1024 * 1024)
+    return len(blob)
+
+
+@processor("fail", description="Fail with a non-retryable error")
+def fail(ctx: Context) -> None:
+    raise ProcessorError("bad_input", "this file is refused on purpose")
+
+
+class MarkOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: Sleep this long before finishing, so a test can kill the worker mid-job.
+    seconds: float = 0.0
+    #: Directory where each attempt drops a marker file, to count executions.
+    marks: str = ""
+
+
+@processor("mark", options=MarkOptions, description="Write an artifact and record each run")
+def mark(ctx: Context) -> dict[str, int]:
+    opts: MarkOptions = ctx.options
+    if opts.marks:
+        Path(opts.marks, f"{ctx.job_id}-{ctx.attempt}-{os.getpid()}").touch()
+    with ctx.artifact("attempt.txt", "text/plain") as out:
+        out.write(f"attempt {ctx.attempt}\n".encode())
+    deadline = time.monotonic() + opts.seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"attempt": ctx.attempt}
