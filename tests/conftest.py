@@ -80,14 +80,14 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         self.log_path = self.data_dir.parent / f"server-{self.port}-{time.time_ns()}.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 (owned by the subprocess)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "serve", "--port", str(self.port), *self.args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", "serve", "--port", str(self.port), *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

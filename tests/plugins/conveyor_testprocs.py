@@ -88,3 +88,17 @@ def mark(ctx: Context) -> dict[str, int]:
     while time.monotonic() < deadline:
         time.sleep(0.05)
     return {"attempt": ctx.attempt}
+
+
+class TouchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    megabytes: int = 600
+    hold_s: float = 10.0
+
+
+@processor("alloc_touch", options=TouchOptions, description="Fill memory, then hold it")
+def alloc_touch(ctx: Context) -> int:
+    opts: TouchOptions = ctx.options
+    blob = bytearray(b"\x01" * (opts.megabytes * 1024 * 1024))
+    time.sleep(opts.hold_s)
+    return len(blob)

@@ -67,6 +67,9 @@ class SocketNotifier:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
 
+    def close(self) -> None:
+        self.sock.close()
+
     def notify(self, channel: str) -> None:
         folder = self.run_dir / channel
         try:

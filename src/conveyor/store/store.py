@@ -67,6 +67,7 @@ class Store:
         migrate(self.writer)
 
     def close(self) -> None:
+        self._notifier.close()
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()
@@ -282,11 +283,18 @@ class Store:
             .limit(1)
         )
         if self.pg:
-            pick = pick.with_for_update(skip_locked=True)
+            # A materialised CTE runs once; "id IN (SELECT ... LIMIT 1)" may be re-planned as
+            # a join that claims several rows at once.
+            chosen = pick.with_for_update(skip_locked=True).cte("chosen").prefix_with(
+                "MATERIALIZED"
+            )
+            target = jobs.c.id == select(chosen.c.id).scalar_subquery()
+        else:
+            target = jobs.c.id == pick.scalar_subquery()
         check_transition(JobState.QUEUED, JobState.RUNNING)
         stmt = (
             update(jobs)
-            .where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.state == JobState.QUEUED.value)
+            .where(target, jobs.c.state == JobState.QUEUED.value)
             .values(
                 state=JobState.RUNNING.value,
                 attempts=jobs.c.attempts + 1,
@@ -301,7 +309,7 @@ class Store:
             .returning(*jobs.c)
         )
         with self.writer.begin() as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(stmt).one_or_none()
             if row is None:
                 return None
             job = Job.from_row(row)

@@ -1,0 +1,151 @@
+// Small DOM and formatting helpers. Text always goes in through textContent, never innerHTML.
+
+/**
+ * Build an element: h("a", {href: "#/", class: "x", onclick: fn}, "text", child, ...).
+ * Attributes starting with "on" become listeners; "dataset" and "aria" objects are spread;
+ * null/undefined/false attributes and children are skipped.
+ */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") {
+      el.addEventListener(key.slice(2), value);
+    } else if (key === "dataset") {
+      Object.assign(el.dataset, value);
+    } else if (key === "class") {
+      el.className = value;
+    } else if (key in el && typeof value !== "string") {
+      el[key] = value;
+    } else {
+      el.setAttribute(key, value === true ? "" : String(value));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+/** Replace all children of el. */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+export const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+export function badge(state) {
+  return h("span", { class: `badge badge-${state}` }, state);
+}
+
+/**
+ * An accessible progress bar: role=progressbar with aria-valuenow 0..100.
+ * Returns the element; update it with setProgress(el, fraction, text).
+ */
+export function progressBar(label, fraction = 0, extraClass = "") {
+  const fillEl = h("span", { class: "bar-fill" });
+  const el = h("span", {
+    class: `bar ${extraClass}`.trim(), role: "progressbar", "aria-label": label,
+    "aria-valuemin": "0", "aria-valuemax": "100",
+  }, fillEl);
+  setProgress(el, fraction);
+  return el;
+}
+
+export function setProgress(el, fraction, text) {
+  const pct = Math.max(0, Math.min(100, Math.round((fraction || 0) * 100)));
+  if (el.getAttribute("aria-valuenow") !== String(pct)) {
+    el.setAttribute("aria-valuenow", String(pct));
+    el.firstChild.style.width = `${pct}%`;
+  }
+  el.setAttribute("aria-valuetext", text ? `${pct}% ${text}` : `${pct}%`);
+}
+
+const UNITS = ["B", "KB", "MB", "GB", "TB"];
+
+export function formatBytes(n) {
+  if (n === null || n === undefined) return "—";
+  let i = 0;
+  let v = n;
+  while (v >= 1000 && i < UNITS.length - 1) {
+    v /= 1000;
+    i += 1;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${UNITS[i]}`;
+}
+
+export function formatDuration(ms) {
+  if (ms === null || ms === undefined || Number.isNaN(ms)) return "—";
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
+  const hr = Math.floor(m / 60);
+  return `${hr} h ${m % 60} min`;
+}
+
+const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
+
+export function formatAgo(iso) {
+  if (!iso) return "—";
+  const diff = (Date.parse(iso) - Date.now()) / 1000;
+  const abs = Math.abs(diff);
+  if (abs < 45) return rtf.format(Math.round(diff), "second");
+  if (abs < 2700) return rtf.format(Math.round(diff / 60), "minute");
+  if (abs < 86400) return rtf.format(Math.round(diff / 3600), "hour");
+  return rtf.format(Math.round(diff / 86400), "day");
+}
+
+export function formatTime(iso) {
+  if (!iso) return "—";
+  return new Date(iso).toLocaleString(undefined, {
+    dateStyle: "medium", timeStyle: "medium",
+  });
+}
+
+/** A <time> element showing "3 min ago" with the exact local time as a tooltip. */
+export function timeAgo(iso) {
+  if (!iso) return h("span", { class: "muted" }, "—");
+  return h("time", { datetime: iso, title: formatTime(iso), dataset: { ago: iso } },
+    formatAgo(iso));
+}
+
+/** How long the job ran (or has been running, or has been waiting). */
+export function jobDuration(job, now = Date.now()) {
+  if (job.started_at) {
+    const end = job.finished_at ? Date.parse(job.finished_at) : now;
+    return formatDuration(end - Date.parse(job.started_at));
+  }
+  if (job.state === "queued") return `waiting ${formatDuration(now - Date.parse(job.created_at))}`;
+  return "—";
+}
+
+export function formatNumber(v) {
+  if (typeof v !== "number") return String(v);
+  if (Number.isInteger(v)) return v.toLocaleString();
+  return v.toLocaleString(undefined, { maximumFractionDigits: 4 });
+}
+
+/** Humanise a snake_case or camelCase key: "keep_metadata" -> "Keep metadata". */
+export function humanKey(key) {
+  const s = String(key).replace(/[_-]+/g, " ").replace(/([a-z])([A-Z])/g, "$1 $2").trim();
+  return s ? s[0].toUpperCase() + s.slice(1) : s;
+}
+
+/** Polite announcements for screen readers (one shared live region). */
+export function announce(text) {
+  const region = document.getElementById("announcer");
+  if (!region) return;
+  region.textContent = "";
+  // A fresh text node on the next frame makes screen readers read it even if it repeats.
+  requestAnimationFrame(() => { region.textContent = text; });
+}

@@ -1,0 +1,309 @@
+// One job (#/jobs/{id}): input, result, artifacts, error, children, its event history, and the
+// Cancel / Retry / Delete actions. Follows the job's own event stream while it is open.
+
+import { cancelJob, deleteJob, getJob, retryJob } from "./api.js";
+import {
+  STATES, TERMINAL, announce, badge, fill, formatBytes, formatDuration, formatTime, h, jobDuration,
+  progressBar, setProgress, timeAgo,
+} from "./dom.js";
+import { followJob, stateOf } from "./live.js";
+import { artifactCard, renderValue } from "./render.js";
+
+/** Render the job page into `root`. Returns a dispose function. */
+export function jobView(root, jobId) {
+  let job = null;
+  let disposed = false;
+  let stopFollow = null;
+  let refetchTimer = null;
+  let confirmTimer = null;
+  let artifactsKey = "";
+
+  const heading = h("h2", { id: "job-title", tabindex: "-1" }, "Job");
+  const stateSlot = h("span", { class: "state-slot" });
+  const actionMsg = h("p", { class: "action-msg", role: "status", "aria-live": "polite" });
+  const cancelBtn = h("button", { type: "button", class: "button", onclick: onCancel }, "Cancel");
+  const retryBtn = h("button", { type: "button", class: "button", onclick: onRetry }, "Retry");
+  const deleteBtn = h("button", { type: "button", class: "button button-danger", onclick: onDelete },
+    "Delete");
+  const bar = progressBar("Job progress", 0, "bar-large");
+  const progressText = h("span", { class: "muted" });
+  const progressBox = h("div", { class: "job-progress" }, bar, progressText);
+  const thumb = h("div", { class: "thumb" });
+  const errorBox = h("div", { class: "error-box", role: "alert", hidden: true });
+  const facts = h("dl", { class: "kv facts" });
+  const inputBox = h("dl", { class: "kv" });
+  const optionsBox = h("div", {});
+  const resultBox = h("div", { class: "result" });
+  const artifactsList = h("ul", { class: "artifacts" });
+  const childrenBox = h("div", {});
+  const timeline = h("ol", { class: "timeline", "aria-label": "Event history" });
+
+  const section = (id, label, ...content) => h("section", { class: "card", "aria-labelledby": id,
+    dataset: { section: id } }, h("h3", { id }, label), ...content);
+  const sections = {
+    error: errorBox,
+    input: section("sec-input", "Input", inputBox),
+    options: section("sec-options", "Options", optionsBox),
+    result: section("sec-result", "Result", resultBox),
+    artifacts: section("sec-artifacts", "Artifacts", artifactsList),
+    children: section("sec-children", "Child jobs", childrenBox),
+    history: section("sec-history", "History", timeline),
+  };
+  const body = h("div", { class: "job-body", hidden: true },
+    h("div", { class: "card job-summary" },
+      h("div", { class: "job-summary-main" }, progressBox, facts), thumb),
+    sections.error,
+    h("div", { class: "job-grid" }, sections.input, sections.options),
+    sections.result, sections.artifacts, sections.children, sections.history);
+  const status = h("div", { class: "table-message", role: "status" },
+    h("span", { class: "spinner", "aria-hidden": "true" }), "Loading job…");
+  const el = h("article", { class: "job-view", "aria-labelledby": "job-title" },
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "← All jobs")),
+    h("header", { class: "job-header" },
+      h("div", { class: "job-title-wrap" }, heading, stateSlot,
+        h("p", { class: "muted small mono job-id" }, jobId)),
+      h("div", { class: "actions", role: "group", "aria-label": "Job actions" },
+        cancelBtn, retryBtn, deleteBtn)),
+    actionMsg, status, body);
+  fill(root, el);
+  heading.focus({ preventScroll: true });
+
+  load();
+  const ticker = setInterval(() => { if (job && !TERMINAL.has(job.state)) renderFacts(); }, 1000);
+
+  async function load() {
+    try {
+      const got = await getJob(jobId);
+      if (disposed) return;
+      show(got);
+      follow();
+    } catch (err) {
+      if (disposed) return;
+      const gone = err.status === 410 || err.status === 404;
+      fill(status, h("div", { class: "problem", role: "alert" },
+        h("strong", {}, gone ? (err.status === 410 ? "This job is gone." : "No such job.")
+          : "Could not load this job."), ` ${err.detail} `, h("code", {}, err.code), " ",
+        gone ? h("a", { href: "#/" }, "Back to all jobs")
+          : h("button", { type: "button", class: "button button-small", onclick: load }, "Try again")));
+      for (const b of [cancelBtn, retryBtn, deleteBtn]) b.disabled = true;
+      if (!gone) setTimeout(() => { if (!disposed && !job) load(); }, 4000);
+    }
+  }
+
+  function follow() {
+    if (stopFollow) stopFollow();
+    fill(timeline);
+    stopFollow = followJob(jobId, onEvent);
+  }
+
+  function onEvent(event) {
+    addToTimeline(event);
+    if (!job) return;
+    if (event.type === "job.progress") {
+      job = { ...job, state: "running", progress: event.data || {} };
+      renderProgress();
+      return;
+    }
+    clearTimeout(refetchTimer);
+    refetchTimer = setTimeout(async () => {
+      try {
+        const got = await getJob(jobId);
+        if (!disposed) show(got);
+      } catch {
+        // keep what we show; the next event tries again
+      }
+    }, 80);
+    if (TERMINAL.has(stateOf(event.type))) announce(`Job ${stateOf(event.type)}`);
+  }
+
+  function show(next) {
+    job = next;
+    status.hidden = true;
+    body.hidden = false;
+    el.dataset.state = job.state;
+    heading.textContent = job.input.filename || job.id;
+    document.title = `${job.input.filename} · ${job.state} · conveyor`;
+    fill(stateSlot, badge(job.state));
+    renderActions();
+    renderProgress();
+    renderFacts();
+
+    errorBox.hidden = !job.error;
+    if (job.error) {
+      fill(errorBox, h("strong", {}, job.state === "failed" ? "Failed: " : "Last error: "),
+        h("code", { class: "error-code" }, job.error.code), " ",
+        h("span", { class: "error-message" }, job.error.message),
+        h("span", { class: "muted small" }, job.error.retryable
+          ? " (retryable)" : " (not retryable: retrying runs the same input again)"));
+    }
+    fill(inputBox,
+      dt("Name"), dd(h("a", { href: job.input.url, download: job.input.filename }, job.input.filename)),
+      dt("Size"), dd(`${formatBytes(job.input.size)} (${job.input.size.toLocaleString()} bytes)`),
+      dt("Type"), dd(job.input.media_type,
+        job.input.declared_type && job.input.declared_type !== job.input.media_type
+          ? h("span", { class: "muted" }, ` (declared ${job.input.declared_type})`) : null),
+      dt("SHA-256"), dd(h("code", { class: "hash" }, job.input.sha256)));
+    fill(optionsBox, renderValue(job.options));
+    sections.result.hidden = job.result === null || job.result === undefined;
+    if (!sections.result.hidden) fill(resultBox, renderValue(job.result));
+    renderArtifacts();
+    renderChildren();
+  }
+
+  function renderActions() {
+    const open = !TERMINAL.has(job.state);
+    cancelBtn.disabled = !open || job.cancel_requested;
+    cancelBtn.textContent = job.cancel_requested && open ? "Stopping…" : "Cancel";
+    retryBtn.disabled = !(job.state === "failed" || job.state === "cancelled");
+    deleteBtn.disabled = open;
+    deleteBtn.title = open ? "Cancel the job before deleting it" : "";
+  }
+
+  function renderProgress() {
+    const fraction = job.state === "succeeded" ? 1 : job.progress?.fraction || 0;
+    setProgress(bar, fraction, job.progress?.message || job.state);
+    bar.classList.toggle("bar-failed", job.state === "failed");
+    bar.classList.toggle("bar-muted", job.state === "cancelled");
+    progressText.textContent = `${Math.round(fraction * 100)}%`
+      + (job.progress?.message ? ` · ${job.progress.message}` : "");
+  }
+
+  function renderFacts() {
+    fill(facts,
+      dt("Pipeline"), dd(h("code", {}, job.pipeline)),
+      dt("Attempts"), dd(`${job.attempts} of ${job.max_attempts}`),
+      dt("Created"), dd(timeAgo(job.created_at), h("span", { class: "muted small" },
+        ` · ${formatTime(job.created_at)}`)),
+      dt(job.state === "queued" ? "Waiting" : "Duration"), dd(jobDuration(job)),
+      job.state === "queued" && job.started_at === null
+        ? [dt("Queue wait"), dd(formatDuration(Date.now() - Date.parse(job.created_at)))] : null,
+      dt("Expires"), dd(timeAgo(job.expires_at)),
+      job.parent_id ? [dt("Parent"), dd(h("a", { href: `#/jobs/${job.parent_id}` },
+        h("code", {}, job.parent_id)))] : null);
+  }
+
+  function renderArtifacts() {
+    const key = job.artifacts.map((a) => a.sha256 + a.name).join();
+    sections.artifacts.hidden = !job.artifacts.length;
+    if (key === artifactsKey) return;
+    artifactsKey = key;
+    fill(artifactsList, job.artifacts.map(artifactCard));
+    // The smallest image is the thumbnail.
+    const images = job.artifacts.filter((a) => a.media_type.startsWith("image/"));
+    images.sort((a, b) => a.size - b.size);
+    if (images.length) {
+      fill(thumb, h("img", { src: images[0].url, alt: `Thumbnail of ${job.input.filename}`,
+        class: "thumb-img", id: "job-thumb" }));
+    } else {
+      fill(thumb);
+    }
+    thumb.hidden = !images.length;
+  }
+
+  function renderChildren() {
+    const counts = job.children;
+    sections.children.hidden = !counts;
+    if (!counts) return;
+    const total = Object.values(counts).reduce((a, b) => a + b, 0);
+    fill(childrenBox, h("p", {}, `${total} child job${total === 1 ? "" : "s"}: `,
+      STATES.filter((s) => counts[s]).map((s) => [badge(s), ` ${counts[s]} `])),
+    h("a", { href: `#/?parent=${encodeURIComponent(job.id)}`, class: "button button-small" },
+      "List child jobs"));
+  }
+
+  function addToTimeline(event) {
+    const last = timeline.lastElementChild;
+    const summary = describeEvent(event);
+    const li = h("li", { class: `ev ev-${event.type.replace("job.", "")}` },
+      h("time", { datetime: event.at, title: formatTime(event.at) },
+        new Date(event.at).toLocaleTimeString()),
+      h("span", { class: "ev-type" }, event.type.replace("job.", "")),
+      h("span", { class: "ev-summary" }, summary));
+    // A run of progress events is one line that moves, not hundreds of lines.
+    if (event.type === "job.progress" && last && last.classList.contains("ev-progress")) {
+      last.replaceWith(li);
+    } else {
+      timeline.append(li);
+    }
+  }
+
+  async function act(button, label, fn) {
+    button.disabled = true;
+    actionMsg.textContent = `${label}…`;
+    try {
+      const got = await fn();
+      if (got && got.id) show(got);
+      actionMsg.textContent = `${label}: done.`;
+      return true;
+    } catch (err) {
+      actionMsg.textContent = `${label} refused: ${err.detail} (${err.code})`;
+      if (job) renderActions();
+      return false;
+    }
+  }
+
+  function onCancel() {
+    act(cancelBtn, "Cancel", () => cancelJob(jobId));
+  }
+
+  async function onRetry() {
+    if (await act(retryBtn, "Retry", () => retryJob(jobId))) follow();
+  }
+
+  async function onDelete() {
+    // Two steps instead of window.confirm(): stays keyboard- and screen-reader friendly.
+    if (!deleteBtn.dataset.confirm) {
+      deleteBtn.dataset.confirm = "1";
+      deleteBtn.textContent = "Confirm delete";
+      actionMsg.textContent = "Press again to delete the job, its input and its artifacts.";
+      clearTimeout(confirmTimer);
+      confirmTimer = setTimeout(() => {
+        delete deleteBtn.dataset.confirm;
+        deleteBtn.textContent = "Delete";
+      }, 5000);
+      return;
+    }
+    clearTimeout(confirmTimer);
+    delete deleteBtn.dataset.confirm;
+    deleteBtn.textContent = "Delete";
+    if (await act(deleteBtn, "Delete", () => deleteJob(jobId))) {
+      announce("Job deleted");
+      location.hash = "#/";
+    }
+  }
+
+  return () => {
+    disposed = true;
+    clearInterval(ticker);
+    clearTimeout(refetchTimer);
+    clearTimeout(confirmTimer);
+    if (stopFollow) stopFollow();
+  };
+}
+
+const dt = (text) => h("dt", {}, text);
+const dd = (...children) => h("dd", {}, ...children);
+
+function describeEvent(event) {
+  const d = event.data || {};
+  switch (event.type) {
+    case "job.queued":
+      if (d.retry) return "retry requested";
+      return d.pipeline ? `pipeline ${d.pipeline}` : "";
+    case "job.started":
+      return [d.attempt ? `attempt ${d.attempt}` : "", d.worker ? `on ${d.worker}` : ""]
+        .filter(Boolean).join(" ");
+    case "job.progress":
+      return `${Math.round((d.fraction || 0) * 100)}%${d.message ? ` · ${d.message}` : ""}`;
+    case "job.retrying":
+    case "job.failed": {
+      const err = d.error || {};
+      const parts = [err.code, err.message].filter(Boolean).join(": ")
+        || (d.released ? "worker lost; the job goes back to the queue" : "");
+      const at = d.run_after ? new Date(d.run_after * 1000).toLocaleTimeString() : "";
+      return parts + (at && event.type === "job.retrying" ? ` · next try at ${at}` : "");
+    }
+    case "job.cancelled": return d.reason || "";
+    default: return "";
+  }
+}

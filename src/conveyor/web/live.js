@@ -1,0 +1,113 @@
+// One EventSource on GET /v1/events feeds every view, so a page with many uploads holds one
+// connection (browsers allow only six per host over HTTP/1.1).
+
+import { reportReachable } from "./api.js";
+
+export const EVENT_TYPES = [
+  "job.queued", "job.started", "job.progress", "job.retrying",
+  "job.succeeded", "job.failed", "job.cancelled",
+];
+
+const STATE_OF = {
+  "job.queued": "queued",
+  "job.started": "running",
+  "job.progress": "running",
+  "job.retrying": "queued",
+  "job.succeeded": "succeeded",
+  "job.failed": "failed",
+  "job.cancelled": "cancelled",
+};
+
+/** The job state an event implies. */
+export const stateOf = (type) => STATE_OF[type];
+
+const handlers = new Set();
+const statusHandlers = new Set();
+let source = null;
+let reopenTimer = null;
+
+/** fn(event) for every job event: {job_id, type, at, data, id}. Returns an unsubscribe. */
+export function onJobEvent(fn) {
+  handlers.add(fn);
+  return () => handlers.delete(fn);
+}
+
+/** fn("live" | "connecting" | "down", {resumed}) whenever the stream's status changes. */
+export function onStreamStatus(fn) {
+  statusHandlers.add(fn);
+}
+
+function setStatus(status, info = {}) {
+  for (const fn of statusHandlers) fn(status, info);
+}
+
+function dispatch(message) {
+  let event;
+  try {
+    event = JSON.parse(message.data);
+  } catch {
+    return;
+  }
+  for (const fn of handlers) {
+    try {
+      fn(event);
+    } catch (err) {
+      console.error("event handler failed", err);
+    }
+  }
+}
+
+export function startLive() {
+  if (source) return;
+  let opened = false;
+  source = new EventSource("/v1/events");
+  for (const type of EVENT_TYPES) source.addEventListener(type, dispatch);
+  source.addEventListener("open", () => {
+    reportReachable(true);
+    // The browser resumes with Last-Event-ID by itself, so nothing is missed after a blip.
+    setStatus("live", { resumed: opened });
+    opened = true;
+  });
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) {
+      // The browser gave up (an HTTP error answer): start a fresh stream a little later.
+      // A fresh stream has no Last-Event-ID, so views refetch what they show ("resumed").
+      source = null;
+      setStatus("down");
+      clearTimeout(reopenTimer);
+      reopenTimer = setTimeout(() => {
+        startLive();
+      }, 3000);
+    } else {
+      setStatus("connecting");
+    }
+  });
+}
+
+/**
+ * Follow one job (GET /v1/jobs/{id}/events): its whole history, then live, closed by us after
+ * the terminal event so the browser does not reconnect. Returns a close function.
+ */
+export function followJob(jobId, fn) {
+  const es = new EventSource(`/v1/jobs/${encodeURIComponent(jobId)}/events`);
+  const seen = new Set();
+  const onMessage = (message) => {
+    let event;
+    try {
+      event = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    if (event.id !== undefined) {
+      if (seen.has(event.id)) return;
+      seen.add(event.id);
+    }
+    fn(event);
+    if (["succeeded", "failed", "cancelled"].includes(stateOf(event.type))) es.close();
+  };
+  for (const type of EVENT_TYPES) es.addEventListener(type, onMessage);
+  es.addEventListener("error", () => {
+    if (es.readyState === EventSource.CLOSED) es.close();
+  });
+  return () => es.close();
+}

@@ -1,0 +1,268 @@
+// The upload panel: drop or pick files, choose a pipeline and its options, and watch each file
+// upload (XHR progress) and then run (the global event stream).
+
+import { ApiError, getJob, getPipelines, uploadFile } from "./api.js";
+import {
+  TERMINAL, announce, badge, fill, formatBytes, h, progressBar, setProgress,
+} from "./dom.js";
+import { onJobEvent, onStreamStatus, stateOf } from "./live.js";
+import { optionsForm } from "./schema_form.js";
+
+const PARALLEL_UPLOADS = 2;
+const LAST_PIPELINE = "conveyor.pipeline";
+
+export function uploadPanel() {
+  let pipelines = [];
+  let form = null;
+  const waiting = [];
+  let active = 0;
+  const byJob = new Map();
+
+  const input = h("input", { type: "file", id: "file-input", multiple: true, class: "visually-hidden",
+    onchange: () => { addFiles([...input.files]); input.value = ""; } });
+  const drop = h("div", { class: "dropzone", id: "dropzone" },
+    h("svg-icon"),
+    h("p", { class: "drop-title" }, "Drop files here"),
+    h("p", { class: "muted" }, "or ", input,
+      h("label", { for: "file-input", class: "button button-primary" }, "Choose files…")));
+  drop.querySelector("svg-icon").replaceWith(uploadIcon());
+
+  const select = h("select", { id: "pipeline", name: "pipeline", disabled: true,
+    onchange: () => choose(select.value) }, h("option", {}, "Loading pipelines…"));
+  const about = h("p", { class: "hint", id: "pipeline-about", "aria-live": "polite" });
+  const optionsBox = h("div", { class: "options", id: "options-form" });
+  const optionsError = h("p", { class: "field-error", role: "alert" });
+  const list = h("ul", { class: "uploads", id: "uploads", "aria-label": "Uploads" });
+  const clearBtn = h("button", { type: "button", class: "button button-quiet", hidden: true,
+    onclick: clearFinished }, "Clear finished");
+
+  const el = h("section", { class: "card upload-card", "aria-labelledby": "upload-title" },
+    h("h2", { id: "upload-title" }, "Upload"),
+    h("div", { class: "upload-grid" },
+      drop,
+      h("div", { class: "upload-settings" },
+        h("div", { class: "field" }, h("label", { for: "pipeline" }, "Pipeline"), select, about),
+        h("details", { class: "options-details", open: true },
+          h("summary", {}, "Options"), optionsBox, optionsError))),
+    h("div", { class: "uploads-head" }, list, clearBtn));
+
+  for (const type of ["dragenter", "dragover"]) {
+    document.addEventListener(type, (e) => {
+      if (!e.dataTransfer || ![...e.dataTransfer.types].includes("Files")) return;
+      e.preventDefault();
+      drop.classList.add("dragging");
+    });
+  }
+  document.addEventListener("dragleave", (e) => {
+    if (!e.relatedTarget) drop.classList.remove("dragging");
+  });
+  document.addEventListener("drop", (e) => {
+    if (!e.dataTransfer || !e.dataTransfer.files.length) return;
+    e.preventDefault();
+    drop.classList.remove("dragging");
+    addFiles([...e.dataTransfer.files]);
+  });
+
+  onJobEvent((event) => {
+    const item = byJob.get(event.job_id);
+    if (item) item.onEvent(event);
+  });
+  // Events sent while the stream was down are not replayed to a fresh stream: re-read.
+  onStreamStatus((status) => {
+    if (status === "live") for (const item of byJob.values()) item.refresh();
+  });
+
+  async function load() {
+    try {
+      pipelines = await getPipelines();
+    } catch (err) {
+      fill(select, h("option", {}, "Pipelines unavailable"));
+      fill(about, `Could not load pipelines: ${err.detail} (${err.code})`);
+      about.classList.add("error-text");
+      setTimeout(load, 5000);
+      return;
+    }
+    about.classList.remove("error-text");
+    pipelines.sort((a, b) => (a.name === "auto" ? -1 : b.name === "auto" ? 1 : a.name.localeCompare(b.name)));
+    const saved = localStorage.getItem(LAST_PIPELINE);
+    const start = pipelines.some((p) => p.name === saved) ? saved : pipelines[0]?.name;
+    fill(select, pipelines.map((p) => h("option", { value: p.name, selected: p.name === start }, p.name)));
+    select.disabled = false;
+    if (start) choose(start);
+  }
+
+  function choose(name) {
+    const p = pipelines.find((x) => x.name === name);
+    if (!p) return;
+    localStorage.setItem(LAST_PIPELINE, name);
+    const accepts = (p.accepts || []).filter((a) => a !== "*/*");
+    fill(about, p.description || "", accepts.length ? ` Accepts ${accepts.join(", ")}.` : "");
+    form = optionsForm(p.options_schema);
+    fill(optionsBox, form.el);
+    optionsError.textContent = "";
+  }
+
+  function addFiles(files) {
+    if (!files.length) return;
+    const pipeline = select.value || "auto";
+    const read = form ? form.read() : { value: {} };
+    if (read.error) {
+      optionsError.textContent = `Fix the options first: ${read.error}`;
+      announce(optionsError.textContent);
+      return;
+    }
+    optionsError.textContent = "";
+    for (const file of files) {
+      const item = uploadItem(file, { pipeline, options: read.value },
+        (id) => byJob.set(id, item));
+      list.prepend(item.el);
+      waiting.push(item);
+    }
+    announce(`${files.length} file${files.length > 1 ? "s" : ""} added for upload with ${pipeline}`);
+    pump();
+  }
+
+  function pump() {
+    while (active < PARALLEL_UPLOADS && waiting.length) {
+      const item = waiting.shift();
+      active += 1;
+      item.start().finally(() => {
+        active -= 1;
+        clearBtn.hidden = false;
+        pump();
+      });
+    }
+  }
+
+  function clearFinished() {
+    for (const li of [...list.children]) {
+      if (li.dataset.done === "true") {
+        if (li.dataset.jobId) byJob.delete(li.dataset.jobId);
+        li.remove();
+      }
+    }
+    clearBtn.hidden = !list.children.length;
+  }
+
+  load();
+  return { el };
+}
+
+function uploadItem(file, params, register) {
+  const bar = progressBar(`Upload of ${file.name}`, 0, "bar-upload");
+  bar.dataset.uploadBar = "";
+  const status = h("span", { class: "upload-status" }, "waiting");
+  const jobCell = h("span", { class: "upload-job" });
+  const detail = h("div", { class: "upload-detail" });
+  const name = h("span", { class: "upload-name", title: file.name }, file.name);
+  const el = h("li", { class: "upload", dataset: { done: "false" } },
+    h("div", { class: "upload-line" }, name,
+      h("span", { class: "muted upload-size" }, `${formatBytes(file.size)} · ${params.pipeline}`)),
+    h("div", { class: "upload-line" }, bar, status, jobCell),
+    detail);
+  let job = null;
+  let jobBar = null;
+  let abort = null;
+
+  function showJob(next) {
+    job = { ...job, ...next };
+    el.dataset.jobId = job.id;
+    el.dataset.state = job.state;
+    if (!jobBar) {
+      jobBar = progressBar(`Processing of ${file.name}`, 0, "bar-job");
+      const link = h("a", { href: `#/jobs/${job.id}`, class: "upload-link" }, "View job");
+      fill(jobCell, badge(job.state), jobBar, link);
+    } else {
+      jobCell.firstChild.replaceWith(badge(job.state));
+    }
+    const fraction = job.state === "succeeded" ? 1 : job.progress?.fraction || 0;
+    setProgress(jobBar, fraction, job.progress?.message || job.state);
+    jobBar.classList.toggle("bar-failed", job.state === "failed");
+    if (job.state === "failed" && job.error) {
+      fill(detail, h("span", { class: "error-text" }, h("code", {}, job.error.code), " ",
+        job.error.message));
+    } else if (job.progress?.message && job.state === "running") {
+      fill(detail, h("span", { class: "muted" }, job.progress.message));
+    } else {
+      fill(detail);
+    }
+    el.dataset.done = String(TERMINAL.has(job.state));
+  }
+
+  function onEvent(event) {
+    const state = stateOf(event.type);
+    if (event.type === "job.progress") {
+      showJob({ state, progress: event.data || {} });
+      return;
+    }
+    if (TERMINAL.has(state) || event.type === "job.retrying") {
+      // The event carries only a summary: read the job for its error or result.
+      getJob(event.job_id).then(showJob, () => showJob({ state }));
+      if (TERMINAL.has(state)) announce(`${file.name}: ${state}`);
+    } else {
+      showJob({ state });
+    }
+  }
+
+  async function start() {
+    status.textContent = "uploading";
+    const up = uploadFile(file, params, (loaded, total) => {
+      setProgress(bar, total ? loaded / total : 0, `${formatBytes(loaded)} of ${formatBytes(total)}`);
+      status.textContent = loaded >= total ? "uploaded" : `${formatBytes(loaded)} of ${formatBytes(total)}`;
+    });
+    abort = up.abort;
+    const stop = h("button", { type: "button", class: "button button-quiet button-small",
+      onclick: () => abort && abort() }, "Stop");
+    jobCell.append(stop);
+    try {
+      const created = await up.promise;
+      setProgress(bar, 1, "uploaded");
+      bar.classList.add("bar-done");
+      status.textContent = "uploaded";
+      showJob(created);
+      register(created.id);
+      announce(`${file.name} uploaded; job ${created.state}`);
+      // Events may have passed while the answer was on its way: read the job once.
+      getJob(created.id).then(showJob, () => {});
+      return created;
+    } catch (err) {
+      const e = err instanceof ApiError ? err : new ApiError(0, "error", String(err));
+      el.dataset.done = "true";
+      el.dataset.state = "refused";
+      bar.classList.add("bar-failed");
+      status.textContent = e.code === "aborted" ? "stopped" : "refused";
+      fill(jobCell);
+      fill(detail, h("div", { class: "problem", role: "alert" },
+        h("strong", {}, e.status ? `Upload refused (${e.status})` : "Upload failed"), ": ",
+        h("span", { class: "problem-detail" }, e.detail), " ",
+        h("code", { class: "problem-code" }, e.code)));
+      announce(`${file.name}: upload refused, ${e.detail}`);
+      return null;
+    } finally {
+      abort = null;
+    }
+  }
+
+  function refresh() {
+    if (job && !TERMINAL.has(job.state)) getJob(job.id).then(showJob, () => {});
+  }
+
+  return { el, start, onEvent, refresh };
+}
+
+function uploadIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("class", "drop-icon");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", "M12 16V4m0 0-4.5 4.5M12 4l4.5 4.5M4 15v3a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2v-3");
+  path.setAttribute("fill", "none");
+  path.setAttribute("stroke", "currentColor");
+  path.setAttribute("stroke-width", "1.6");
+  path.setAttribute("stroke-linecap", "round");
+  path.setAttribute("stroke-linejoin", "round");
+  svg.append(path);
+  return svg;
+}
