@@ -48,6 +48,8 @@ __all__ = [
     "BaseClient",
     "Client",
     "SSEParser",
+    "UploadPlan",
+    "WaitPlan",
     "default_base_url",
     "is_terminal_event",
     "is_terminal_job",
@@ -551,8 +553,7 @@ class Client(BaseClient):
         return self._download(self.job_url(job_id, "artifacts", name), dest, name)
 
     def download_input(self, job_id: str, dest: PathLike) -> Path:
-        """Stream the job's uploaded file to ``dest`` (a file path, or a directory to put it in
-        under its original name)."""
+        """Stream the job's uploaded file to ``dest``; a directory gets its original name."""
         return self._download(self.job_url(job_id, "input"), dest, f"{job_id}.input")
 
     def _download(self, url: str, dest: PathLike, fallback: str) -> Path:
@@ -765,8 +766,7 @@ class AsyncClient(BaseClient):
         return await self._download(self.job_url(job_id, "artifacts", name), dest, name)
 
     async def download_input(self, job_id: str, dest: PathLike) -> Path:
-        """Stream the job's uploaded file to ``dest`` (a file path, or a directory to put it in
-        under its original name)."""
+        """Stream the job's uploaded file to ``dest``; a directory gets its original name."""
         return await self._download(self.job_url(job_id, "input"), dest, f"{job_id}.input")
 
     async def _download(self, url: str, dest: PathLike, fallback: str) -> Path:

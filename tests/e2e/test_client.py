@@ -95,6 +95,45 @@ def test_wait_plan_deadline() -> None:
         plan.remaining()
 
 
+def test_submit_streams_a_raw_body_with_content_length(tmp_path: Path) -> None:
+    src = tmp_path / "blob.bin"
+    src.write_bytes(b"x" * 200_000)
+    got: dict[str, Any] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        got["request"], got["body"] = request, request.read()
+        return httpx.Response(202, json={"id": "j1", "state": "queued"})
+
+    with Client("http://conveyor.test", transport=httpx.MockTransport(handler)) as c:
+        c.submit(src, pipeline="probe", options={"a": [1]}, priority=3, idempotency_key="k1")
+    request: httpx.Request = got["request"]
+    assert request.url.path == "/v1/jobs"
+    assert dict(request.url.params) == {"pipeline": "probe", "filename": "blob.bin",
+                                        "options": '{"a":[1]}', "priority": "3"}
+    assert request.headers["content-length"] == "200000"
+    assert "transfer-encoding" not in request.headers
+    assert request.headers["content-type"] == "application/octet-stream"
+    assert request.headers["idempotency-key"] == "k1"
+    assert got["body"] == src.read_bytes()
+
+
+def test_errors_without_problem_json_and_bad_checksums(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/artifacts/a.txt"):
+            return httpx.Response(200, content=b"tampered", headers={"ETag": f'"{"0" * 64}"'})
+        return httpx.Response(502, text="<html>Bad Gateway</html>")
+
+    with Client("http://conveyor.test", transport=httpx.MockTransport(handler)) as c:
+        with pytest.raises(ClientError) as info:
+            c.get("j1")
+        assert (info.value.status, info.value.code) == (502, "http_502")
+        assert "Bad Gateway" in info.value.detail
+        with pytest.raises(ClientError) as info:
+            c.download("j1", "a.txt", tmp_path)
+        assert info.value.code == "checksum_mismatch"
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
 # -- against the server -----------------------------------------------------------------------
 
 
@@ -237,7 +276,7 @@ def test_wait_resumes_a_broken_stream_with_last_event_id(live: Server, tmp_path:
 
 def test_cancel_a_sleeping_job(client: Client, tmp_path: Path) -> None:
     src = make_text(tmp_path / "s.txt", lines=3)
-    job = client.submit(src, pipeline="sleep", options={"seconds": 30})
+    job = client.submit(src, pipeline="sleep", options={"seconds": 30, "steps": 300})
     with pytest.raises(TimeoutError):
         client.wait(job["id"], timeout=0.5)
     cancelled = client.cancel(job["id"])

@@ -121,6 +121,7 @@ def test_failed_job_shows_error_code(
     assert "refused on purpose" in page.locator(".error-box").inner_text()
     assert page.get_by_role("button", name="Retry").is_enabled()
     assert page.get_by_role("button", name="Cancel").is_disabled()
+    page.locator(".ev-failed", has_text="bad_input").wait_for()
     shot(page, screenshots, "job-view-failed")
 
 
@@ -157,6 +158,14 @@ def test_cancel_slow_job_from_its_page(server: Server, page: Page, tmp_path: Pat
     assert server.wait_state(job_id, timeout=20)["state"] == "cancelled"
     assert page.get_by_role("button", name="Retry").is_enabled()
     page.locator(".ev-cancelled").wait_for()
+
+    # Delete asks for a second press (no window.confirm), then goes back to the list.
+    delete = page.get_by_role("button", name="Delete")
+    delete.click()
+    page.get_by_role("button", name="Confirm delete").click()
+    page.wait_for_url("**/#/")
+    page.get_by_text("No jobs yet.").wait_for()
+    assert httpx.get(f"{server.url}/v1/jobs/{job_id}").status_code == 410
 
 
 def test_reload_finds_the_same_jobs(server: Server, page: Page, tmp_path: Path) -> None:
@@ -226,6 +235,7 @@ def test_narrow_window_has_no_horizontal_scroll(
         shot(page, screenshots, "narrow-home")
         page.goto(f"{server.url}/#/jobs/{bad['id']}")
         page.locator(".job-view[data-state='failed']").wait_for()
+        page.locator(".ev-failed").wait_for()
         assert page.evaluate(overflow) <= 0
         shot(page, screenshots, "narrow-job-failed")
     finally:

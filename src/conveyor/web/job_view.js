@@ -50,9 +50,9 @@ export function jobView(root, jobId) {
     history: section("sec-history", "History", timeline),
   };
   const body = h("div", { class: "job-body", hidden: true },
+    sections.error,
     h("div", { class: "card job-summary" },
       h("div", { class: "job-summary-main" }, progressBox, facts), thumb),
-    sections.error,
     h("div", { class: "job-grid" }, sections.input, sections.options),
     sections.result, sections.artifacts, sections.children, sections.history);
   const status = h("div", { class: "table-message", role: "status" },
@@ -92,7 +92,7 @@ export function jobView(root, jobId) {
 
   function follow() {
     if (stopFollow) stopFollow();
-    fill(timeline);
+    fill(timeline, h("li", { class: "muted ev-loading" }, "Loading history…"));
     stopFollow = followJob(jobId, onEvent);
   }
 
@@ -164,6 +164,8 @@ export function jobView(root, jobId) {
     setProgress(bar, fraction, job.progress?.message || job.state);
     bar.classList.toggle("bar-failed", job.state === "failed");
     bar.classList.toggle("bar-muted", job.state === "cancelled");
+    // A failed or cancelled job that never reported progress has no bar to show.
+    progressBox.hidden = fraction === 0 && (job.state === "failed" || job.state === "cancelled");
     progressText.textContent = `${Math.round(fraction * 100)}%`
       + (job.progress?.message ? ` · ${job.progress.message}` : "");
   }
@@ -172,8 +174,8 @@ export function jobView(root, jobId) {
     fill(facts,
       dt("Pipeline"), dd(h("code", {}, job.pipeline)),
       dt("Attempts"), dd(`${job.attempts} of ${job.max_attempts}`),
-      dt("Created"), dd(timeAgo(job.created_at), h("span", { class: "muted small" },
-        ` · ${formatTime(job.created_at)}`)),
+      dt("Created"), dd(timeAgo(job.created_at)),
+      job.finished_at ? [dt("Finished"), dd(timeAgo(job.finished_at))] : null,
       dt(job.state === "queued" ? "Waiting" : "Duration"), dd(jobDuration(job)),
       job.state === "queued" && job.started_at === null
         ? [dt("Queue wait"), dd(formatDuration(Date.now() - Date.parse(job.created_at)))] : null,
@@ -212,6 +214,7 @@ export function jobView(root, jobId) {
   }
 
   function addToTimeline(event) {
+    timeline.querySelector(".ev-loading")?.remove();
     const last = timeline.lastElementChild;
     const summary = describeEvent(event);
     const li = h("li", { class: `ev ev-${event.type.replace("job.", "")}` },

@@ -91,6 +91,9 @@ export function jobsTable() {
       cursors = [];
       cursor = null;
       load();
+    } else {
+      // Back from a job page: deletions send no event, so re-read the page shown.
+      load({ quiet: true });
     }
   }
 
@@ -281,6 +284,7 @@ function jobRow(initial) {
     setProgress(bar, fraction, job.progress?.message || job.state);
     bar.classList.toggle("bar-failed", job.state === "failed");
     bar.classList.toggle("bar-muted", job.state === "cancelled" || job.state === "queued");
+    bar.hidden = fraction === 0 && (job.state === "failed" || job.state === "cancelled");
     pct.textContent = TERMINAL.has(job.state) && job.state !== "succeeded"
       ? "" : `${Math.round(fraction * 100)}%`;
     attemptsCell.textContent = `${job.attempts}/${job.max_attempts}`;

@@ -59,10 +59,11 @@ const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 function field(name, prop, root, path) {
   const d = describe(prop, root);
   const id = nextId();
-  const label = d.title || humanKey(name);
+  // A $ref'd model's title is its class name ("ImageOptions"): the property name reads better.
+  const label = (d.kind === "object" ? null : d.title) || humanKey(name);
   const hasDefault = Object.hasOwn(d, "default");
   const dflt = d.default;
-  const hintText = [d.description, rangeHint(d)].filter(Boolean).join(" ");
+  const hintText = [plain(d.description), rangeHint(d)].filter(Boolean).join(" ");
   const hintId = hintText ? `${id}-hint` : null;
   const hint = hintText ? h("small", { class: "hint", id: hintId }, hintText) : null;
   const errorEl = h("small", { class: "field-error", id: `${id}-err`, "aria-live": "polite" });
@@ -81,7 +82,7 @@ function field(name, prop, root, path) {
   if (d.kind === "object") {
     const sub = objectFields(d, root, path);
     const el = h("details", { class: "field-group", dataset: { option: path } },
-      h("summary", {}, label, d.description ? h("span", { class: "hint" }, ` ${d.description}`) : null),
+      h("summary", {}, label, d.nullable ? h("span", { class: "hint" }, " (optional)") : null),
       h("div", { class: "fields" }, sub.els));
     return {
       el,
@@ -171,6 +172,11 @@ function field(name, prop, root, path) {
   };
 }
 
+/** Docstring-ish text from pydantic: drop reST ``literal`` markers. */
+function plain(text) {
+  return text ? String(text).replace(/``([^`]*)``/g, "$1") : "";
+}
+
 function rangeHint(d) {
   if (d.kind !== "number") return "";
   const lo = d.minimum ?? d.exclusiveMinimum;
@@ -182,7 +188,10 @@ function rangeHint(d) {
 }
 
 function objectFields(schema, root, prefix = "") {
-  const fields = Object.entries(schema.properties || {}).map(([name, prop]) =>
+  // Fields the server marks as not for people (readOnly, x-internal) are left out.
+  const visible = Object.entries(schema.properties || {}).filter(([, prop]) =>
+    !(prop.readOnly || prop["x-internal"]));
+  const fields = visible.map(([name, prop]) =>
     [name, field(name, prop, root, prefix ? `${prefix}.${name}` : name)]);
   return {
     els: fields.map(([, f]) => f.el),

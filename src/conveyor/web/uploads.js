@@ -96,7 +96,8 @@ export function uploadPanel() {
     if (!p) return;
     localStorage.setItem(LAST_PIPELINE, name);
     const accepts = (p.accepts || []).filter((a) => a !== "*/*");
-    fill(about, p.description || "", accepts.length ? ` Accepts ${accepts.join(", ")}.` : "");
+    const text = (p.description || "").replace(/\.?\s*$/, p.description ? "." : "");
+    fill(about, text, accepts.length ? ` Accepts ${accepts.join(", ")}.` : "");
     form = optionsForm(p.options_schema);
     fill(optionsBox, form.el);
     optionsError.textContent = "";

@@ -1,0 +1,66 @@
+"""Guarantee 1 end to end: 202 means durable, and a crash leaves no job and no orphan bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+
+from tests.conftest import Server
+
+
+def _slow_upload(port: int, data: bytes, results: list[int], index: int) -> None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/jobs?pipeline=probe HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/octet-stream\r\n"
+                + f"Content-Length: {len(data)}\r\n\r\n".encode()
+            )
+            for i in range(0, len(data), 65536):
+                sock.sendall(data[i : i + 65536])
+                time.sleep(0.05)
+            answer = sock.recv(65536)
+            results[index] = int(answer.split(b" ", 2)[1]) if answer else -1
+    except OSError:
+        results[index] = -1
+
+
+def test_sigkill_with_uploads_in_flight(server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(CONVEYOR_WORKERS="1")
+    acknowledged: dict[str, str] = {}
+    for i in range(10):
+        data = os.urandom(100_000 + i)
+        resp = httpx.post(f"{srv.url}/v1/jobs?pipeline=probe", content=data)
+        assert resp.status_code == 202
+        acknowledged[resp.json()["id"]] = hashlib.sha256(data).hexdigest()
+
+    results = [0] * 20
+    threads = [
+        threading.Thread(target=_slow_upload, args=(srv.port, os.urandom(2_000_000), results, i))
+        for i in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.6)
+    srv.kill()  # the server, its workers, everything in its session
+    for thread in threads:
+        thread.join(15)
+    assert all(code != 202 for code in results), results  # none of them was acknowledged
+
+    again = server_factory(data_dir=srv.data_dir, CONVEYOR_WORKERS="1")
+    listed = httpx.get(f"{again.url}/v1/jobs", params={"limit": 500}).json()["items"]
+    assert {j["id"] for j in listed} == set(acknowledged)
+    for job in listed:
+        assert job["input"]["sha256"] == acknowledged[job["id"]]
+        stored = again.data_dir / "files" / "inputs" / job["id"]
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == acknowledged[job["id"]]
+    assert list((again.data_dir / "files" / "tmp").iterdir()) == []
+    assert {p.name for p in (again.data_dir / "files" / "inputs").iterdir()} == set(acknowledged)
+    for job_id in acknowledged:
+        assert again.wait_state(job_id)["state"] == "succeeded"
