@@ -45,6 +45,9 @@ def serve(
         int | None, typer.Option(help="Embedded worker processes [default: CONVEYOR_WORKERS "
                                       "or the CPU count].")
     ] = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every request (off by default).")
+    ] = False,
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Run no embedded workers (use `conveyor worker`).")
     ] = False,
@@ -66,6 +69,7 @@ def serve(
         port=port,
         log_level=os.environ.get("CONVEYOR_LOG_LEVEL", "info").lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+        access_log=access_log,
         h11_max_incomplete_event_size=64 * 1024,
     )
 

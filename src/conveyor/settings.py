@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     #: Resident-set cap checked by the supervisor while a job runs, in MiB; 0 disables it.
     worker_rss_mb: int = Field(default=1536, ge=0)
     jobs_per_worker: int = Field(default=500, ge=1)
+    #: Scheduling niceness added to worker processes, so the web process always gets the CPU
+    #: first and accept latency stays flat while workers are busy.
+    worker_nice: int = Field(default=10, ge=0, le=19)
     #: How long a cancelled or terminating job may take to stop before its worker is killed.
     cancel_grace_s: float = Field(default=3.0, ge=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0)

@@ -92,7 +92,7 @@ class Engine:
         return base_env(self.data_dir, **{**self.env_overrides, **extra})
 
     def worker(self, *args: str, workers: int = 2, **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.data_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        log = open(self.data_dir / f"worker-{len(self.procs)}.log", "wb")
         self.logfiles.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "conveyor", "worker", "--workers", str(workers), *args],

@@ -21,8 +21,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 TIMEOUT_MS = 20_000
 
-pytestmark = pytest.mark.browser
-
 
 def _apt_install() -> str | None:
     """Install Debian's chromium; return why it failed, or None."""

@@ -248,3 +248,25 @@ def test_unreachable_server_shows_a_banner(server: Server, page: Page) -> None:
     banner = page.locator("#banner.banner-error")
     banner.wait_for()
     assert "cannot be reached" in banner.inner_text()
+
+
+def test_keyboard_and_drop(server: Server, page: Page) -> None:
+    open_home(page, server)
+    focused = []
+    active = "document.activeElement.id || document.activeElement.textContent"
+    for _ in range(14):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate(active))
+    assert "file-input" in focused and "pipeline" in focused, focused
+
+    page.select_option("#pipeline", "noop")
+    page.evaluate(
+        """() => {
+          const data = new DataTransfer();
+          data.items.add(new File(["dropped\\n"], "dropped.txt", {type: "text/plain"}));
+          const zone = document.getElementById("dropzone");
+          zone.dispatchEvent(new DragEvent("dragover", {bubbles: true, dataTransfer: data}));
+          zone.dispatchEvent(new DragEvent("drop", {bubbles: true, dataTransfer: data}));
+        }"""
+    )
+    page.locator(".upload[data-state='succeeded']", has_text="dropped.txt").wait_for()

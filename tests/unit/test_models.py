@@ -4,7 +4,13 @@ import itertools
 
 import pytest
 
-from conveyor.models import TRANSITIONS, IllegalTransition, JobState, can_transition, check_transition
+from conveyor.models import (
+    TRANSITIONS,
+    IllegalTransition,
+    JobState,
+    can_transition,
+    check_transition,
+)
 
 EXPECTED = {
     ("queued", "running"),

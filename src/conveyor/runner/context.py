@@ -58,12 +58,23 @@ class AttemptState:
     """What one attempt produced, shared by the context and the contexts it delegates to."""
 
     def __init__(self, work_dir: Path) -> None:
-        self.out_dir = work_dir / "out"
-        self.child_dir = work_dir / "children"
-        self.out_dir.mkdir(parents=True)
-        self.child_dir.mkdir()
+        self.work_dir = work_dir
         self.produced: dict[str, Produced] = {}
         self.children: list[ChildSpec] = []
+
+    @property
+    def out_dir(self) -> Path:
+        # Made on first use: most no-op and probe jobs write no artifact.
+        path = self.work_dir / "out"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def child_dir(self) -> Path:
+        path = self.work_dir / "children"
+        path.mkdir(exist_ok=True)
+        return path
+
 
 
 class RunContext(Context):

@@ -94,8 +94,8 @@ class Worker:
     def run(self, claim: Claim) -> bool:
         """Run one attempt and record its outcome. True if this process should be recycled."""
         job = claim.job
+        # The token makes the name unique: no earlier attempt can have left this directory.
         work_dir = self.work_root / f"{self.worker_id}-{claim.token[:12]}"
-        shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
         try:
             self._run(claim, work_dir)
@@ -142,9 +142,8 @@ class Worker:
                     progress_interval_s=self.settings.progress_interval_s,
                 )
                 results[step] = proc(ctx)
-                if ctx.cancelled():
-                    self.store.finish_cancelled(job.id, claim.token)
-                    return
+                # A cancel that arrives now is still honoured: complete() checks it in its
+                # transaction, and cancellation wins.
         except ProcessorError as exc:
             if exc.code == ErrorCode.CANCELLED:
                 self.store.finish_cancelled(job.id, claim.token)
@@ -205,6 +204,8 @@ def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:
     _die_with_parent()
     settings = Settings.model_validate_json(settings_json)
     _cap_memory(settings.worker_memory_mb)
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)
     logging.basicConfig(level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s {worker_id} %(levelname)s %(name)s: %(message)s")
     worker = Worker(settings, worker_id, pipe)

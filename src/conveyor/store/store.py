@@ -43,6 +43,35 @@ class Heartbeat:
     cancel_requested: bool
 
 
+# The hot statements, written out once. The claim is a single statement: on SQLite the write
+# lock makes it atomic; on PostgreSQL, SKIP LOCKED in a materialised CTE (which runs once,
+# where "id IN (SELECT ... LIMIT 1)" may be re-planned as a join that claims several rows).
+_PICK = """SELECT id FROM jobs
+    WHERE state = 'queued' AND run_after <= :now AND deleted_at IS NULL
+    ORDER BY priority DESC, created_at, id LIMIT 1"""
+_CLAIM_SET = """SET state = 'running', attempts = attempts + 1, lease_token = :token,
+    lease_expires_at = :lease, worker_id = :worker, started_at = :now, updated_at = :now,
+    progress_fraction = 0, progress_message = NULL"""
+_CLAIM_SQLITE = text(
+    f"UPDATE jobs {_CLAIM_SET} WHERE id = ({_PICK}) AND state = 'queued' RETURNING *"
+)
+_CLAIM_PG = text(
+    f"WITH chosen AS MATERIALIZED ({_PICK} FOR UPDATE SKIP LOCKED) "
+    f"UPDATE jobs {_CLAIM_SET} FROM chosen WHERE jobs.id = chosen.id "
+    "AND jobs.state = 'queued' RETURNING jobs.*"
+)
+_SUCCEED = text(
+    """UPDATE jobs SET state = 'succeeded', result = :result, progress_fraction = 1,
+    finished_at = :now, updated_at = :now, lease_expires_at = NULL, error_code = NULL,
+    error_message = NULL, error_retryable = NULL
+    WHERE id = :id AND lease_token = :token AND state = 'running' AND NOT cancel_requested
+    RETURNING webhook_url"""
+)
+_INSERT_EVENT = text(
+    "INSERT INTO events (job_id, type, at, data) VALUES (:job_id, :type, :at, :data) RETURNING id"
+)
+
+
 class Store:
     def __init__(
         self,
@@ -99,9 +128,7 @@ class Store:
             # reading "id > last" then never skips a row committed late with a smaller id.
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_EVENTS_LOCK})
         row = conn.execute(
-            insert(events)
-            .values(job_id=job_id, type=str(etype), at=now, data=_dumps(data))
-            .returning(events.c.id)
+            _INSERT_EVENT, {"job_id": job_id, "type": str(etype), "at": now, "data": _dumps(data)}
         ).one()
         self._wake(conn, notify.EVENTS)
         return int(row[0])
@@ -149,7 +176,7 @@ class Store:
         }
         try:
             with self.writer.begin() as conn:
-                conn.execute(insert(jobs).values(**values))
+                row = conn.execute(insert(jobs).values(**values).returning(*jobs.c)).one()
                 self._emit(conn, new.id, EventType.QUEUED, {"pipeline": new.pipeline}, now)
                 self._wake(conn, notify.JOBS)
         except IntegrityError:
@@ -160,9 +187,7 @@ class Store:
                 raise
             return existing, False
         self._wake_after_commit(notify.JOBS, notify.EVENTS)
-        job = self.get_job(new.id)
-        assert job is not None
-        return job, True
+        return Job.from_row(row), True
 
     def find_by_idempotency_key(self, key: str) -> Job | None:
         with self.reader.connect() as conn:
@@ -272,44 +297,10 @@ class Store:
         """Claim the most urgent runnable job in one atomic statement."""
         now = time.time()
         token = secrets.token_hex(16)
-        pick = (
-            select(jobs.c.id)
-            .where(
-                jobs.c.state == JobState.QUEUED.value,
-                jobs.c.run_after <= now,
-                jobs.c.deleted_at.is_(None),
-            )
-            .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
-            .limit(1)
-        )
-        if self.pg:
-            # A materialised CTE runs once; "id IN (SELECT ... LIMIT 1)" may be re-planned as
-            # a join that claims several rows at once.
-            chosen = pick.with_for_update(skip_locked=True).cte("chosen").prefix_with(
-                "MATERIALIZED"
-            )
-            target = jobs.c.id == select(chosen.c.id).scalar_subquery()
-        else:
-            target = jobs.c.id == pick.scalar_subquery()
         check_transition(JobState.QUEUED, JobState.RUNNING)
-        stmt = (
-            update(jobs)
-            .where(target, jobs.c.state == JobState.QUEUED.value)
-            .values(
-                state=JobState.RUNNING.value,
-                attempts=jobs.c.attempts + 1,
-                lease_token=token,
-                lease_expires_at=now + lease_s,
-                worker_id=worker_id,
-                started_at=now,
-                updated_at=now,
-                progress_fraction=0.0,
-                progress_message=None,
-            )
-            .returning(*jobs.c)
-        )
+        params = {"token": token, "lease": now + lease_s, "worker": worker_id, "now": now}
         with self.writer.begin() as conn:
-            row = conn.execute(stmt).one_or_none()
+            row = conn.execute(_CLAIM_PG if self.pg else _CLAIM_SQLITE, params).one_or_none()
             if row is None:
                 return None
             job = Job.from_row(row)
@@ -374,36 +365,26 @@ class Store:
     ) -> None:
         """Commit a successful attempt: state, result, artifacts and child jobs in one go."""
         now = time.time()
+        check_transition(JobState.RUNNING, JobState.SUCCEEDED)
         with self.writer.begin() as conn:
-            cancel = conn.execute(
-                select(jobs.c.cancel_requested).where(
-                    jobs.c.id == job_id, jobs.c.lease_token == token
-                )
-            ).scalar()
-            if cancel:
+            # One statement on the hot path: succeed only if this attempt still owns the job
+            # and nobody asked to cancel it.
+            done = conn.execute(
+                _SUCCEED, {"id": job_id, "token": token, "result": _dumps(result), "now": now}
+            ).first()
+            if done is None:
+                cancel = conn.execute(
+                    select(jobs.c.cancel_requested).where(
+                        jobs.c.id == job_id,
+                        jobs.c.lease_token == token,
+                        jobs.c.state == JobState.RUNNING.value,
+                    )
+                ).scalar()
+                if not cancel:
+                    raise LeaseLost(job_id)
                 # Cancelled while finishing: cancellation wins, the outputs are dropped.
                 self._end(conn, job_id, token, JobState.CANCELLED, now)
                 return
-            ok = self._move(
-                conn,
-                job_id,
-                [JobState.RUNNING],
-                JobState.SUCCEEDED,
-                {
-                    "result": _dumps(result),
-                    "progress_fraction": 1.0,
-                    "finished_at": now,
-                    "updated_at": now,
-                    "lease_expires_at": None,
-                    "error_code": None,
-                    "error_message": None,
-                    "error_retryable": None,
-                },
-                token=token,
-            )
-            if not ok:
-                raise LeaseLost(job_id)
-            conn.execute(delete(artifacts).where(artifacts.c.job_id == job_id))
             if produced:
                 conn.execute(
                     insert(artifacts),
@@ -422,7 +403,8 @@ class Store:
                 )
             for child in children:
                 self._insert_child(conn, child, now)
-            self._terminal_event(conn, job_id, JobState.SUCCEEDED, {"result": result}, now)
+            self._terminal_event(conn, job_id, JobState.SUCCEEDED, {"result": result}, now,
+                                 webhook_url=done[0])
         self._wake_after_commit(notify.JOBS, notify.EVENTS)
 
     def _insert_child(self, conn: Connection, child: NewJob, now: float) -> None:
@@ -565,11 +547,20 @@ class Store:
         return ok
 
     def _terminal_event(
-        self, conn: Connection, job_id: str, state: JobState, data: dict[str, Any], now: float
+        self,
+        conn: Connection,
+        job_id: str,
+        state: JobState,
+        data: dict[str, Any],
+        now: float,
+        *,
+        webhook_url: str | None = _UNSET,
     ) -> None:
         etype = TERMINAL_EVENT[state]
         event_id = self._emit(conn, job_id, etype, data, now)
-        url = conn.execute(select(jobs.c.webhook_url).where(jobs.c.id == job_id)).scalar()
+        url = webhook_url
+        if url is _UNSET:
+            url = conn.execute(select(jobs.c.webhook_url).where(jobs.c.id == job_id)).scalar()
         url = url or self.default_webhook_url
         if url:
             msg_id = f"msg_{uuid.uuid4().hex}"

@@ -225,7 +225,7 @@ export function jobsTable() {
 
   function scheduleCounts() {
     clearTimeout(countsTimer);
-    countsTimer = setTimeout(refreshCounts, 500);
+    countsTimer = setTimeout(refreshCounts, 200);
   }
 
   async function refreshCounts() {
