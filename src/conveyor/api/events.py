@@ -17,7 +17,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from conveyor.api.services import Services, services
@@ -201,9 +201,12 @@ async def job_events(
     request: Request,
     svc: Svc,
     last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="Same as Last-Event-ID, for clients "
+                                       "(like EventSource) that cannot set the header")] = None,
 ) -> StreamingResponse:
     await to_thread.run_sync(svc.load_job, job_id)
-    return _sse(stream_events(request, svc, job_id, _parse_last_id(last_event_id)))
+    start = _parse_last_id(last_event_id)
+    return _sse(stream_events(request, svc, job_id, start if start is not None else after))
 
 
 @router.get("/events", responses=_SSE_DOC, response_class=StreamingResponse,
@@ -212,5 +215,7 @@ async def all_events(
     request: Request,
     svc: Svc,
     last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="Same as Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    return _sse(stream_events(request, svc, None, _parse_last_id(last_event_id)))
+    start = _parse_last_id(last_event_id)
+    return _sse(stream_events(request, svc, None, start if start is not None else after))

@@ -37,7 +37,11 @@ class AutoOptions(BaseModel):
     archive: ArchiveOptions | None = None
     media: MediaOptions | None = None
     archive_depth: int = Field(
-        default=0, ge=0, le=16, description="Internal: how deep in nested archives this file is."
+        default=0,
+        ge=0,
+        le=16,
+        description="Internal: how deep in nested archives this file is.",
+        json_schema_extra={"x-internal": True},
     )
 
 

@@ -66,13 +66,13 @@ class AttemptState:
     def out_dir(self) -> Path:
         # Made on first use: most no-op and probe jobs write no artifact.
         path = self.work_dir / "out"
-        path.mkdir(exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         return path
 
     @property
     def child_dir(self) -> Path:
         path = self.work_dir / "children"
-        path.mkdir(exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         return path
 
 
@@ -101,13 +101,18 @@ class RunContext(Context):
         self.input_path = input_path
         self.input = input
         self.options = options
-        self.work_dir = work_dir
+        self._work_dir = work_dir
         self.state = state
         self.logger = logging.getLogger(f"conveyor.job.{job_id}")
         self._progress_interval = progress_interval_s
         self._last_progress = 0.0
         self._cancelled = False
         self._last_cancel_check = 0.0
+
+    @property
+    def work_dir(self) -> Path:  # type: ignore[override]
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        return self._work_dir
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         now = time.monotonic()
@@ -178,7 +183,7 @@ class RunContext(Context):
             input_path=self.input_path,
             input=self.input,
             options=validated,
-            work_dir=self.work_dir,
+            work_dir=self._work_dir,
             state=self.state,
             progress_interval_s=self._progress_interval,
         )

@@ -95,8 +95,8 @@ class Worker:
         """Run one attempt and record its outcome. True if this process should be recycled."""
         job = claim.job
         # The token makes the name unique: no earlier attempt can have left this directory.
+        # It is made on first use (see RunContext.work_dir): a mkdir costs more than a no-op job.
         work_dir = self.work_root / f"{self.worker_id}-{claim.token[:12]}"
-        work_dir.mkdir(parents=True)
         try:
             self._run(claim, work_dir)
         except MemoryError:
@@ -106,7 +106,8 @@ class Worker:
         except LeaseLost:
             log.info("job %s: lease lost, outcome dropped", job.id)
         finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            if work_dir.exists():
+                shutil.rmtree(work_dir, ignore_errors=True)
         return False
 
     def _fail(self, claim: Claim, error: JobError) -> None:
