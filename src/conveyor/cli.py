@@ -27,7 +27,12 @@ def _settings(processors: str | None = None, workers: int | None = None) -> Sett
         overrides["processors"] = processors
     if workers is not None:
         overrides["workers"] = workers
-    return Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    problem = settings.unsupported()
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    return settings
 
 
 def _logging() -> None:

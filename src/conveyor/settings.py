@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    def unsupported(self) -> str | None:
+        """Why this configuration cannot run (a feature not built yet), or None."""
+        if self.broker_url:
+            return ("CONVEYOR_BROKER_URL is set, but the Celery scale-out engine is not "
+                    "implemented yet: run `conveyor worker` on each machine against a shared "
+                    "PostgreSQL (CONVEYOR_DATABASE_URL) instead")
+        if self.storage_url and not self.storage_url.startswith("file://"):
+            return ("only local storage (file://...) is implemented; S3 storage "
+                    f"({self.storage_url.split(':', 1)[0]}://) is not yet")
+        return None
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'conveyor.db'}"

@@ -54,7 +54,9 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread while it is open, which would break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def browser(chromium_path: Path) -> Iterator[object]:
     try:
         from playwright.sync_api import sync_playwright

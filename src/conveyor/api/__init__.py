@@ -43,6 +43,9 @@ Every error is `application/problem+json` with a stable `code`:
 def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
     """Build the app. ``workers=0`` runs no embedded workers (``conveyor serve --no-workers``)."""
     settings = settings or Settings()
+    problem = settings.unsupported()
+    if problem:
+        raise ValueError(problem)
     embedded = settings.workers if workers is None else workers
 
     @contextlib.asynccontextmanager
