@@ -484,7 +484,7 @@ async def measure(port: int, proc: subprocess.Popen[bytes], args: argparse.Names
         tree_cpu=100 * (tree1 - tree0) / window,
         rss_mb=sampler.hwm_bytes() / 1e6,
         client_cpu=100 * (cpu1 - cpu0) / window,
-        other_cpu=100 * ((host1 - host0) - (tree1 - tree0) - (cpu1 - cpu0)) / window,
+        other_cpu=max(0.0, 100 * ((host1 - host0) - (tree1 - tree0) - (cpu1 - cpu0)) / window),
         errors=dict(col.errors),
         types=dict(col.types),
         log_issues=[],

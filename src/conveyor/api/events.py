@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 
@@ -31,20 +32,37 @@ log = logging.getLogger("conveyor.events")
 
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 2000
+KEEPALIVE = b": keep-alive\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """An event as sent: encoded once by the hub, shared by every subscriber."""
+
+    id: int
+    job_id: str
+    terminal: bool
+    data: bytes
+
+
+#: What a subscriber queue carries: an event, a keep-alive, or None (end of stream).
+Item = Wire | bytes | None
 
 
 class Subscriber:
     def __init__(self, job_id: str | None) -> None:
         self.job_id = job_id
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_SIZE)
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_SIZE)
         self.dropped = False
 
-    def offer(self, event: Event) -> None:
-        if self.dropped or (self.job_id is not None and event.job_id != self.job_id):
+    def offer(self, item: Wire | bytes) -> None:
+        if self.dropped:
             return
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
+            if isinstance(item, bytes):
+                return  # a keep-alive is not needed by a subscriber that has data waiting
             # Too far behind: end this stream; the client reconnects with Last-Event-ID.
             self.dropped = True
             with contextlib.suppress(asyncio.QueueEmpty):
@@ -55,31 +73,63 @@ class Subscriber:
 class EventHub:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.subscribers: set[Subscriber] = set()
+        #: Subscribers of every event, and of one job's events (looked up by job id).
+        self.everything: set[Subscriber] = set()
+        self.by_job: dict[str, set[Subscriber]] = {}
         self.last_id = 0
         self.changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def subscribers(self) -> int:
+        return len(self.everything) + sum(len(s) for s in self.by_job.values())
 
     async def start(self) -> None:
         self.last_id = await to_thread.run_sync(self.store.last_event_id)
-        self._task = asyncio.create_task(self._run(), name="conveyor-event-hub")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="conveyor-event-hub"),
+            asyncio.create_task(self._keepalive(), name="conveyor-event-keepalive"),
+        ]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for sub in list(self.subscribers):
+                await task
+        for sub in self._all():
             with contextlib.suppress(asyncio.QueueFull):
                 sub.queue.put_nowait(None)
 
+    def _all(self) -> list[Subscriber]:
+        subs = list(self.everything)
+        for group in self.by_job.values():
+            subs.extend(group)
+        return subs
+
     def subscribe(self, job_id: str | None) -> Subscriber:
         sub = Subscriber(job_id)
-        self.subscribers.add(sub)
+        if job_id is None:
+            self.everything.add(sub)
+        else:
+            self.by_job.setdefault(job_id, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
+        if sub.job_id is None:
+            self.everything.discard(sub)
+            return
+        group = self.by_job.get(sub.job_id)
+        if group is not None:
+            group.discard(sub)
+            if not group:
+                del self.by_job[sub.job_id]
+
+    async def _keepalive(self) -> None:
+        # One timer for every stream, instead of a timeout per subscriber per event.
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            for sub in self._all():
+                sub.offer(KEEPALIVE)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -107,8 +157,11 @@ class EventHub:
                 return
             for event in batch:
                 self.last_id = event.id
-                for sub in list(self.subscribers):
-                    sub.offer(event)
+                wire = encode(event)
+                for sub in self.everything:
+                    sub.offer(wire)
+                for sub in self.by_job.get(event.job_id, ()):
+                    sub.offer(wire)
             self.changed.set()
             if len(batch) < 1000:
                 return
@@ -130,6 +183,10 @@ def _terminal(event: Event) -> bool:
         return False
 
 
+def encode(event: Event) -> Wire:
+    return Wire(event.id, event.job_id, _terminal(event), format_event(event))
+
+
 async def stream_events(
     request: Request, svc: Services, job_id: str | None, last_event_id: int | None
 ) -> AsyncIterator[bytes]:
@@ -145,27 +202,40 @@ async def stream_events(
                 batch = await to_thread.run_sync(
                     partial(svc.store.events_after, sent, job_id=job_id, limit=500)
                 )
+                chunks = []
                 for old in batch:
                     sent = old.id
-                    yield format_event(old)
+                    chunks.append(format_event(old))
                     if job_id is not None and _terminal(old):
+                        yield b"".join(chunks)
                         return
+                if chunks:
+                    yield b"".join(chunks)
                 if len(batch) < 500:
                     break
         while True:
-            try:
-                event = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_S)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            if event is None:
-                return
-            if event.id <= sent:
-                continue
-            sent = event.id
-            yield format_event(event)
-            if job_id is not None and _terminal(event):
-                return
+            # Take everything that is waiting and send it as one write.
+            items = [await sub.queue.get()]
+            while not sub.queue.empty():
+                items.append(sub.queue.get_nowait())
+            out: list[bytes] = []
+            for item in items:
+                if item is None:
+                    if out:
+                        yield b"".join(out)
+                    return
+                if isinstance(item, bytes):
+                    out.append(item)
+                    continue
+                if item.id <= sent:
+                    continue
+                sent = item.id
+                out.append(item.data)
+                if job_id is not None and item.terminal:
+                    yield b"".join(out)
+                    return
+            if out:
+                yield b"".join(out)
     finally:
         hub.unsubscribe(sub)
 

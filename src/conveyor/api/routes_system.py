@@ -64,7 +64,7 @@ async def metrics(svc: Svc) -> str:
     lines += [
         "# HELP conveyor_event_subscribers Open SSE streams.",
         "# TYPE conveyor_event_subscribers gauge",
-        f"conveyor_event_subscribers {len(svc.hub.subscribers)}",
+        f"conveyor_event_subscribers {svc.hub.subscribers}",
         "# HELP conveyor_workers_alive Embedded worker processes alive.",
         "# TYPE conveyor_workers_alive gauge",
         f"conveyor_workers_alive "
