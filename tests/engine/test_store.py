@@ -163,3 +163,15 @@ def test_migrations_are_idempotent(engine: Engine) -> None:
     engine.store.migrate()
     engine.store.migrate()
     assert engine.store.count_by_state() == {}
+
+
+def test_purge_history_drops_events_but_keeps_the_tombstone(engine: Engine) -> None:
+    job_id = engine.add("noop")
+    claim = engine.store.claim_next("w", 30)
+    assert claim is not None
+    engine.store.complete(job_id, claim.token, {})
+    engine.store.delete_job(job_id)
+    engine.store.purge_history(job_id)
+    assert engine.store.events_after(0, job_id=job_id) == []
+    job = engine.store.get_job(job_id)
+    assert job is not None and job.deleted_at is not None

@@ -143,7 +143,12 @@ class EventHub:
                     await asyncio.wait_for(wake.wait(), timeout=1.0)
                 wake.clear()
                 listener.drain()
-                await self._pump()
+                try:
+                    await self._pump()
+                except Exception:
+                    # Streams resume from the last event sent once the database answers.
+                    log.exception("reading new events failed; retrying")
+                    await asyncio.sleep(1.0)
         finally:
             loop.remove_reader(listener.fileno())
             listener.close()
@@ -155,14 +160,18 @@ class EventHub:
             )
             if not batch:
                 return
+            ended = False
             for event in batch:
                 self.last_id = event.id
                 wire = encode(event)
+                ended = ended or wire.terminal
                 for sub in self.everything:
                     sub.offer(wire)
                 for sub in self.by_job.get(event.job_id, ()):
                     sub.offer(wire)
-            self.changed.set()
+            if ended:
+                # Only a job's end can put a webhook in the outbox: wake its delivery loop.
+                self.changed.set()
             if len(batch) < 1000:
                 return
 

@@ -40,6 +40,7 @@ def sweep_expired(store: Store, storage: LocalStorage, now: float | None = None)
         for key in store.delete_job(job_id):
             storage.delete(key)
         storage.delete_prefix(f"artifacts/{job_id}")
+        store.purge_history(job_id)
         removed += 1
     return removed
 

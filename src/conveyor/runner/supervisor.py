@@ -91,9 +91,15 @@ class Supervisor:
             for index in range(self.count):
                 self.slots.append(self._spawn(index))
             while not self._stop.is_set():
-                self._tick()
-                if self.burst and self._drained():
-                    break
+                try:
+                    self._tick()
+                    if self.burst and self._drained():
+                        break
+                except Exception:
+                    # A database hiccup must not take the supervisor (and its workers) down:
+                    # leases outlive a short outage, and the next tick tries again.
+                    log.exception("supervisor tick failed; retrying")
+                    time.sleep(1.0)
         finally:
             self._shutdown()
             self.store.close()

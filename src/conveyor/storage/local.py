@@ -63,16 +63,18 @@ class LocalTemp:
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._root_str = str(self.root)
         (self.root / TMP).mkdir(parents=True, exist_ok=True)
 
     def temp(self) -> LocalTemp:
         return LocalTemp(self)
 
     def local_path(self, key: str) -> Path:
+        # The key pattern admits no '..', no absolute path and no empty part, and conveyor
+        # makes no links under the root, so the joined path stays inside it.
         check_key(key)
-        path = (self.root / key).resolve()
-        # Belt and braces: the key pattern forbids '..', and the result must stay under root.
-        if os.path.commonpath([path, self.root]) != str(self.root):
+        path = Path(os.path.join(self._root_str, key))
+        if not path.as_posix().startswith(self._root_str + "/"):
             raise BadKey(f"key escapes the storage root: {key!r}")
         return path
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +63,42 @@ def _sqlite_engine(url: str, *, immediate: bool, durable: bool = True) -> Engine
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+class WriteGate:
+    """Queues SQLite writers: a thread lock within the process, ``flock`` across processes.
+
+    SQLite's busy handler polls with sleeps of up to 100 ms while another connection holds the
+    write lock; with an upload path, two workers and the event tailer all writing, those sleeps
+    dominate latency. Waiting on a lock instead hands the write lock over at once.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._thread_lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def write_gate(url: str) -> WriteGate | None:
+    url = normalise_url(url)
+    if not is_sqlite(url):
+        return None
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        return None
+    return WriteGate(f"{path}.write.lock")
 
 
 def make_engines(url: str, *, durable: bool = True) -> tuple[Engine, Engine]:

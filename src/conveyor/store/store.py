@@ -12,7 +12,8 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from conveyor.errors import JobConflict, JobNotFound, LeaseLost
 from conveyor.models import TERMINAL_EVENT, EventType, JobError, JobState, check_transition
 from conveyor.store import notify
-from conveyor.store.db import PG_EVENTS_LOCK, make_engines, migrate, normalise_url
+from conveyor.store.db import PG_EVENTS_LOCK, make_engines, migrate, normalise_url, write_gate
 from conveyor.store.records import Artifact, Claim, Event, Job, NewJob
 from conveyor.store.tables import artifacts, deliveries, events, jobs, outbox
 
@@ -67,6 +68,19 @@ _SUCCEED = text(
     WHERE id = :id AND lease_token = :token AND state = 'running' AND NOT cancel_requested
     RETURNING webhook_url"""
 )
+_JOB_COLUMNS = (
+    "id", "state", "pipeline", "options", "priority", "max_attempts", "timeout_s", "input_key",
+    "input_filename", "input_size", "input_sha256", "media_type", "declared_type", "parent_id",
+    "webhook_url", "idempotency_key", "run_after", "created_at", "updated_at", "expires_at",
+)
+_INSERT_JOB = text(
+    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)}) RETURNING *"
+)
+_EVENTS_AFTER = text("SELECT * FROM events WHERE id > :after ORDER BY id LIMIT :limit")
+_JOB_EVENTS_AFTER = text(
+    "SELECT * FROM events WHERE job_id = :job_id AND id > :after ORDER BY id LIMIT :limit"
+)
 _INSERT_EVENT = text(
     "INSERT INTO events (job_id, type, at, data) VALUES (:job_id, :type, :at, :data) RETURNING id"
 )
@@ -85,6 +99,7 @@ class Store:
         self.url = normalise_url(url)
         self.writer, self.reader = make_engines(self.url, durable=durable)
         self.pg = self.writer.dialect.name == "postgresql"
+        self._gate = write_gate(self.url)
         self.run_dir = run_dir
         self.retention_s = retention_s
         self.default_webhook_url = default_webhook_url
@@ -92,11 +107,23 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """A write transaction (queued behind the other writers on SQLite)."""
+        if self._gate is None:
+            with self.writer.begin() as conn:
+                yield conn
+        else:
+            with self._gate(), self.writer.begin() as conn:
+                yield conn
+
     def migrate(self) -> None:
         migrate(self.writer)
 
     def close(self) -> None:
         self._notifier.close()
+        if self._gate is not None:
+            self._gate.close()
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()
@@ -136,12 +163,12 @@ class Store:
     def events_after(
         self, after_id: int, *, job_id: str | None = None, limit: int = 500
     ) -> list[Event]:
-        stmt = select(events).where(events.c.id > after_id)
+        params: dict[str, Any] = {"after": after_id, "limit": limit}
+        stmt = _EVENTS_AFTER
         if job_id is not None:
-            stmt = stmt.where(events.c.job_id == job_id)
-        stmt = stmt.order_by(events.c.id).limit(limit)
+            stmt, params["job_id"] = _JOB_EVENTS_AFTER, job_id
         with self.reader.connect() as conn:
-            return [Event.from_row(r) for r in conn.execute(stmt)]
+            return [Event.from_row(r) for r in conn.execute(stmt, params)]
 
     def last_event_id(self) -> int:
         with self.reader.connect() as conn:
@@ -175,8 +202,8 @@ class Store:
             "expires_at": now + self.retention_s,
         }
         try:
-            with self.writer.begin() as conn:
-                row = conn.execute(insert(jobs).values(**values).returning(*jobs.c)).one()
+            with self._tx() as conn:
+                row = conn.execute(_INSERT_JOB, values).one()
                 self._emit(conn, new.id, EventType.QUEUED, {"pipeline": new.pipeline}, now)
                 self._wake(conn, notify.JOBS)
         except IntegrityError:
@@ -299,7 +326,7 @@ class Store:
         token = secrets.token_hex(16)
         check_transition(JobState.QUEUED, JobState.RUNNING)
         params = {"token": token, "lease": now + lease_s, "worker": worker_id, "now": now}
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(_CLAIM_PG if self.pg else _CLAIM_SQLITE, params).one_or_none()
             if row is None:
                 return None
@@ -312,7 +339,7 @@ class Store:
 
     def heartbeat(self, job_id: str, token: str, lease_s: float) -> Heartbeat:
         now = time.time()
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(
                 update(jobs)
                 .where(
@@ -338,7 +365,7 @@ class Store:
     def set_progress(self, job_id: str, token: str, fraction: float, message: str | None) -> None:
         now = time.time()
         fraction = min(max(float(fraction), 0.0), 1.0)
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             result = conn.execute(
                 update(jobs)
                 .where(
@@ -366,7 +393,7 @@ class Store:
         """Commit a successful attempt: state, result, artifacts and child jobs in one go."""
         now = time.time()
         check_transition(JobState.RUNNING, JobState.SUCCEEDED)
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             # One statement on the hot path: succeed only if this attempt still owns the job
             # and nobody asked to cancel it.
             done = conn.execute(
@@ -440,7 +467,7 @@ class Store:
     ) -> JobState:
         """End an attempt that failed: retry later, or fail for good. Fenced by ``token``."""
         now = time.time()
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             state = self._fail_locked(conn, job_id, token, error, policy, now)
         self._wake_after_commit(notify.JOBS, notify.EVENTS)
         return state
@@ -517,14 +544,14 @@ class Store:
 
     def finish_cancelled(self, job_id: str, token: str) -> None:
         now = time.time()
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             self._end(conn, job_id, token, JobState.CANCELLED, now)
         self._wake_after_commit(notify.EVENTS)
 
     def release(self, job_id: str, token: str) -> bool:
         """Give a running job back to the queue without counting the attempt (shutdown)."""
         now = time.time()
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             ok = self._move(
                 conn,
                 job_id,
@@ -589,7 +616,7 @@ class Store:
     def request_cancel(self, job_id: str) -> JobState:
         """Cancel a queued job now (CANCELLED) or ask a running one to stop (RUNNING)."""
         now = time.time()
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             state = conn.execute(
                 select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.deleted_at.is_(None))
             ).scalar()
@@ -620,7 +647,7 @@ class Store:
 
     def retry_job(self, job_id: str) -> None:
         now = time.time()
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             ok = self._move(
                 conn,
                 job_id,
@@ -654,7 +681,7 @@ class Store:
     def delete_job(self, job_id: str) -> list[str]:
         """Tombstone the job (later reads answer 410); return the storage keys to remove."""
         now = time.time()
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(
                 select(jobs.c.input_key, jobs.c.state, jobs.c.deleted_at).where(
                     jobs.c.id == job_id
@@ -692,7 +719,7 @@ class Store:
         for job_id, token in stale:
             error = JobError("worker_lost", "the worker stopped renewing its lease", True)
             try:
-                with self.writer.begin() as conn:
+                with self._tx() as conn:
                     self._fail_locked(conn, job_id, token, error, policy, now)
                 reaped += 1
             except LeaseLost:
@@ -709,6 +736,15 @@ class Store:
                     .where(jobs.c.deleted_at.is_(None), jobs.c.expires_at <= now)
                     .limit(limit)
                 ).scalars()
+            )
+
+    def purge_history(self, job_id: str) -> None:
+        """Drop an expired job's events and finished webhook messages (the tombstone stays)."""
+        with self._tx() as conn:
+            conn.execute(delete(events).where(events.c.job_id == job_id))
+            conn.execute(delete(deliveries).where(deliveries.c.job_id == job_id))
+            conn.execute(
+                delete(outbox).where(outbox.c.job_id == job_id, outbox.c.state != "pending")
             )
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
@@ -768,7 +804,7 @@ class Store:
     ) -> None:
         """Log one attempt and move the message on (delivered, failed, disabled or retry)."""
         now = time.time()
-        with self.writer.begin() as conn:
+        with self._tx() as conn:
             msg = conn.execute(select(outbox).where(outbox.c.id == message_id)).one()._mapping
             conn.execute(
                 insert(deliveries).values(
