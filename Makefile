@@ -23,9 +23,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --readme README.md
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_processors.py
+	$(BIN)/python bench/bench_sse.py
 
 clean:
 	rm -rf $(VENV) conveyor-data .pytest_cache .mypy_cache .ruff_cache
