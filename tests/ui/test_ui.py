@@ -113,6 +113,8 @@ def test_failed_job_shows_error_code(
     job_id = item.get_attribute("data-job-id")
     row = page.locator(f"tr[data-job-id='{job_id}']")
     row.locator(".badge-failed").wait_for()
+    # The row may show the state a moment before the re-read of the job fills in the rest.
+    page.locator(f"tr[data-job-id='{job_id}']:has-text('bad_input')").wait_for(timeout=10_000)
     assert "bad_input" in row.inner_text()
 
     row.get_by_role("link", name="refused.txt").click()

@@ -192,7 +192,9 @@ export function jobsTable() {
       if (event.type === "job.progress") {
         row.update({ ...row.job, state, progress: event.data || {} });
       } else {
-        row.update({ ...row.job, state });
+        // A failure event carries its error: show the code at once, before the re-read.
+        const error = event.type === "job.failed" ? event.data?.error || row.job.error : row.job.error;
+        row.update({ ...row.job, state, error });
         refetch(event.job_id);
       }
       return;
