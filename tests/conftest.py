@@ -132,6 +132,16 @@ class Server:
         raise AssertionError(f"job {job_id} stuck in {job.get('state')}: {job}")
 
 
+def module_server(factory: pytest.TempPathFactory, name: str, **env: str) -> Iterator[Server]:
+    """One server shared by a module's tests (each start costs seconds): yield from this."""
+    folder = factory.mktemp(name) / "data"
+    srv = Server(folder, base_env(folder, **{"CONVEYOR_WORKERS": "2", "CONVEYOR_LEASE_S": "5",
+                                             **env}))
+    srv.start()
+    yield srv
+    srv.kill()
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Make (and afterwards kill) ``conveyor serve`` subprocesses: ``server_factory(**env)``."""

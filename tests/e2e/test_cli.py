@@ -18,16 +18,12 @@ from typer.testing import CliRunner
 
 from conveyor.cli import app
 from conveyor.cli_client import parse_options
-from tests.conftest import Server, base_env, free_port
+from tests.conftest import Server, free_port, module_server
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("cli") / "data"
-    srv = Server(folder, base_env(folder, CONVEYOR_WORKERS="2", CONVEYOR_LEASE_S="5"))
-    srv.start()
-    yield srv
-    srv.kill()
+    yield from module_server(tmp_path_factory, "cli")
 
 
 def conveyor(*args: str, env: dict[str, str] | None = None,

@@ -15,17 +15,13 @@ from PIL import Image
 
 from conveyor.client import AsyncClient, Client, SSEParser, WaitPlan
 from conveyor.errors import ClientError
-from tests.conftest import Server, base_env
+from tests.conftest import Server, module_server
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the module: each start costs seconds."""
-    folder = tmp_path_factory.mktemp("client") / "data"
-    srv = Server(folder, base_env(folder, CONVEYOR_WORKERS="2", CONVEYOR_LEASE_S="5"))
-    srv.start()
-    yield srv
-    srv.kill()
+    yield from module_server(tmp_path_factory, "client")
 
 
 @pytest.fixture

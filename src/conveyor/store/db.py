@@ -73,16 +73,13 @@ class WriteGate:
     dominate latency. Waiting on a lock instead hands the write lock over at once.
     """
 
-    def __init__(self, path: str, *, across_processes: bool = True) -> None:
+    def __init__(self, path: str) -> None:
         self._thread_lock = threading.Lock()
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if across_processes else -1
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
         with self._thread_lock:
-            if self._fd < 0:
-                yield
-                return
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 yield
@@ -101,8 +98,7 @@ def write_gate(url: str) -> WriteGate | None:
     path = make_url(url).database
     if not path or path == ":memory:":
         return None
-    return WriteGate(f"{path}.write.lock",
-                     across_processes=os.environ.get("CONVEYOR_GATE_FLOCK", "1") == "1")
+    return WriteGate(f"{path}.write.lock")
 
 
 def make_engines(url: str, *, durable: bool = True) -> tuple[Engine, Engine]:

@@ -758,20 +758,6 @@ class Store:
                 )
         return found
 
-    def live_artifact_keys(self, job_id: str) -> set[str]:
-        with self.reader.connect() as conn:
-            return set(
-                conn.execute(select(artifacts.c.storage_key).where(artifacts.c.job_id == job_id))
-                .scalars()
-            )
-
-    def running_jobs(self) -> list[Job]:
-        with self.reader.connect() as conn:
-            return [
-                Job.from_row(r)
-                for r in conn.execute(select(jobs).where(jobs.c.state == JobState.RUNNING.value))
-            ]
-
     # -- webhook outbox --------------------------------------------------------------------
 
     def due_messages(self, now: float, limit: int = 50) -> list[dict[str, Any]]:
