@@ -57,7 +57,7 @@ def _add(store: Store, storage: LocalStorage, n: int) -> None:
         temp = storage.temp()
         temp.write(b"x")
         temp.commit(input_key(job_id))
-        store.create_job(NewJob(
+        store.jobs.create(NewJob(
             id=job_id, pipeline="noop", options={}, input_key=input_key(job_id),
             input_filename="x", input_size=1, input_sha256=hashlib.sha256(b"x").hexdigest(),
             media_type="text/plain"))
@@ -107,14 +107,14 @@ def latency(backend: str, n: int = 200) -> list[float]:
             proc = _worker(folder, url)
             _add(store, storage, 1)  # warm-up: wait until workers run
             deadline = time.monotonic() + 60
-            while store.count_by_state().get("succeeded", 0) < 1:
+            while store.jobs.count_by_state().get("succeeded", 0) < 1:
                 assert time.monotonic() < deadline, "workers did not start"
                 time.sleep(0.05)
             time.sleep(1.0)
             for _ in range(n):
                 _add(store, storage, 1)
                 time.sleep(0.03)
-            while store.count_by_state().get("succeeded", 0) < n + 1:
+            while store.jobs.count_by_state().get("succeeded", 0) < n + 1:
                 time.sleep(0.05)
             with store.reader.connect() as conn:
                 rows = conn.execute(select(jobs.c.started_at - jobs.c.created_at)).scalars()

@@ -78,7 +78,7 @@ class Engine:
         temp = self.storage.temp()
         temp.write(data)
         temp.commit(input_key(job_id))
-        self.store.create_job(
+        self.store.jobs.create(
             NewJob(
                 id=job_id, pipeline=pipeline, options=options or {}, input_key=input_key(job_id),
                 input_filename="input.bin", input_size=len(data),
@@ -117,11 +117,11 @@ class Engine:
              timeout: float = 60) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = self.store.get_job(job_id)
+            job = self.store.jobs.get(job_id)
             if job is not None and job.state.value in states:
                 return job
             time.sleep(0.05)
-        job = self.store.get_job(job_id)
+        job = self.store.jobs.get(job_id)
         raise AssertionError(f"job {job_id} is {job.state if job else None}:\n{self.logs()}")
 
     def worker_pids(self, proc: subprocess.Popen[bytes]) -> list[int]:

@@ -15,7 +15,7 @@ def _running(engine: Engine, job_id: str, timeout: float = 30) -> None:
 
 
 def _events(engine: Engine, job_id: str) -> list[str]:
-    return [e.type for e in engine.store.events_after(0, job_id=job_id)]
+    return [e.type for e in engine.store.events.after(0, job_id=job_id)]
 
 
 def test_sigkilled_worker_process_job_succeeds_on_next_attempt(engine: Engine) -> None:
@@ -44,15 +44,16 @@ def test_sigkill_whole_worker_then_restart_finishes_all_exactly_once(
     ids = [engine.add("mark", {"seconds": 0.3, "marks": str(marks)}) for _ in range(50)]
     first = engine.worker(workers=2)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and engine.store.count_by_state().get("succeeded", 0) < 5:
+    counts = engine.store.jobs.count_by_state
+    while time.monotonic() < deadline and counts().get("succeeded", 0) < 5:
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(10)
-    counts = engine.store.count_by_state()
+    counts = engine.store.jobs.count_by_state()
     assert counts.get("succeeded", 0) < 50, "the kill came too late to test anything"
     engine.burst(workers=2)
     for job_id in ids:
-        job = engine.store.get_job(job_id)
+        job = engine.store.jobs.get(job_id)
         assert job is not None and job.state.value == "succeeded", (job_id, job and job.error)
         assert _events(engine, job_id).count("job.succeeded") == 1
     # Every job left at least one mark; jobs killed mid-run may have two (at-least-once).
@@ -64,29 +65,29 @@ def test_processor_that_aborts_ends_failed_worker_lost_and_others_flow(engine: E
     poison = engine.add("abort", max_attempts=3)
     good = [engine.add("noop") for _ in range(10)]
     engine.burst(workers=2)
-    job = engine.store.get_job(poison)
+    job = engine.store.jobs.get(poison)
     assert job is not None and job.state.value == "failed"
     assert job.error is not None and job.error.code == "worker_lost"
     assert job.attempts == 3
     for job_id in good:
-        assert engine.store.get_job(job_id).state.value == "succeeded"  # type: ignore[union-attr]
+        assert engine.store.jobs.get(job_id).state.value == "succeeded"  # type: ignore[union-attr]
 
 
 def test_memory_cap_fails_job_with_memory_exceeded(engine: Engine) -> None:
     job_id = engine.add("alloc", {"megabytes": 3072})
     after = engine.add("noop")
     engine.burst(workers=1, CONVEYOR_WORKER_MEMORY_MB="1024", CONVEYOR_WORKER_RSS_MB="0")
-    job = engine.store.get_job(job_id)
+    job = engine.store.jobs.get(job_id)
     assert job is not None and job.state.value == "failed"
     assert job.error is not None and job.error.code == "memory_exceeded"
-    assert engine.store.get_job(after).state.value == "succeeded"  # type: ignore[union-attr]
+    assert engine.store.jobs.get(after).state.value == "succeeded"  # type: ignore[union-attr]
 
 
 def test_rss_cap_kills_worker_with_memory_exceeded(engine: Engine) -> None:
     # No address-space cap here: the supervisor's RSS watch must catch it.
     job_id = engine.add("alloc_touch", {"megabytes": 600, "hold_s": 10})
     engine.burst(workers=1, CONVEYOR_WORKER_MEMORY_MB="0", CONVEYOR_WORKER_RSS_MB="300")
-    job = engine.store.get_job(job_id)
+    job = engine.store.jobs.get(job_id)
     assert job is not None and job.state.value == "failed", job
     assert job.error is not None and job.error.code == "memory_exceeded"
 
@@ -108,11 +109,11 @@ def test_cancel_queued_and_running_jobs(engine: Engine) -> None:
     queued = engine.add("noop")
     engine.worker(workers=1)
     _running(engine, running)
-    assert engine.store.request_cancel(queued).value == "cancelled"
-    assert engine.store.request_cancel(running).value == "running"  # stopping
+    assert engine.store.jobs.request_cancel(queued).value == "cancelled"
+    assert engine.store.jobs.request_cancel(running).value == "running"  # stopping
     job = engine.wait(running, timeout=20)
     assert job.state.value == "cancelled"
-    assert engine.store.get_job(queued).state.value == "cancelled"  # type: ignore[union-attr]
+    assert engine.store.jobs.get(queued).state.value == "cancelled"  # type: ignore[union-attr]
     # The work stopped: no progress event after the cancellation settled.
     events = _events(engine, running)
     assert events[-1] == "job.cancelled"
@@ -124,7 +125,7 @@ def test_cooperative_cancel_stops_quickly(engine: Engine) -> None:
     job_id = engine.add("sleep", {"seconds": 60, "steps": 600})
     engine.worker(workers=1)
     _running(engine, job_id)
-    engine.store.request_cancel(job_id)
+    engine.store.jobs.request_cancel(job_id)
     started = time.monotonic()
     job = engine.wait(job_id, timeout=20)
     assert job.state.value == "cancelled"
@@ -154,6 +155,6 @@ def test_sigterm_releases_running_job_to_another_worker(engine: Engine) -> None:
     _running(engine, job_id)
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(20)
-    job = engine.store.get_job(job_id)
+    job = engine.store.jobs.get(job_id)
     assert job is not None and job.state.value == "queued"
     assert job.attempts == 0  # a released attempt does not count

@@ -24,9 +24,9 @@ from fastapi.responses import StreamingResponse
 from conveyor.api.services import Services, services
 from conveyor.api.views import iso
 from conveyor.models import EventType
+from conveyor.notify import EVENTS
 from conveyor.problems import problem_schema
 from conveyor.store import Event, Store
-from conveyor.store.notify import EVENTS
 
 log = logging.getLogger("conveyor.events")
 
@@ -85,7 +85,7 @@ class EventHub:
         return len(self.everything) + sum(len(s) for s in self.by_job.values())
 
     async def start(self) -> None:
-        self.last_id = await to_thread.run_sync(self.store.last_event_id)
+        self.last_id = await to_thread.run_sync(self.store.events.last_id)
         self._tasks = [
             asyncio.create_task(self._run(), name="conveyor-event-hub"),
             asyncio.create_task(self._keepalive(), name="conveyor-event-keepalive"),
@@ -156,7 +156,7 @@ class EventHub:
     async def _pump(self) -> None:
         while True:
             batch = await to_thread.run_sync(
-                lambda: self.store.events_after(self.last_id, limit=1000)
+                lambda: self.store.events.after(self.last_id, limit=1000)
             )
             if not batch:
                 return
@@ -209,7 +209,7 @@ async def stream_events(
         if job_id is not None or last_event_id is not None:
             while True:
                 batch = await to_thread.run_sync(
-                    partial(svc.store.events_after, sent, job_id=job_id, limit=500)
+                    partial(svc.store.events.after, sent, job_id=job_id, limit=500)
                 )
                 chunks = []
                 for old in batch:

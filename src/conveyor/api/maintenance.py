@@ -23,7 +23,7 @@ def startup_sweep(store: Store, storage: LocalStorage) -> dict[str, int]:
     orphans = 0
     if inputs_dir.is_dir():
         names = os.listdir(inputs_dir)
-        known = store.existing_ids(names)
+        known = store.maintenance.existing_ids(names)
         for name in names:
             if name not in known:
                 storage.delete(f"inputs/{name}")
@@ -36,11 +36,11 @@ def startup_sweep(store: Store, storage: LocalStorage) -> dict[str, int]:
 def sweep_expired(store: Store, storage: LocalStorage, now: float | None = None) -> int:
     """Delete the bytes of expired jobs and tombstone them (they answer 410)."""
     removed = 0
-    for job_id in store.expired_jobs(time.time() if now is None else now):
-        for key in store.delete_job(job_id):
+    for job_id in store.maintenance.expired_jobs(time.time() if now is None else now):
+        for key in store.jobs.delete(job_id):
             storage.delete(key)
         storage.delete_prefix(f"artifacts/{job_id}")
-        store.purge_history(job_id)
+        store.maintenance.purge_history(job_id)
         removed += 1
     return removed
 

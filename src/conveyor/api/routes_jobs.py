@@ -101,7 +101,7 @@ async def create_job(
 ) -> Response:
     settings = svc.settings
     if idempotency_key:
-        existing = await to_thread.run_sync(svc.store.find_by_idempotency_key, idempotency_key)
+        existing = await to_thread.run_sync(svc.store.jobs.by_idempotency_key, idempotency_key)
         if existing is not None:
             return JSONResponse(job_view(existing), status_code=200)
     length = request.headers.get("content-length")
@@ -184,7 +184,7 @@ async def _commit(
             idempotency_key=idempotency_key,
         )
         try:
-            job, created = svc.store.create_job(new)
+            job, created = svc.store.jobs.create(new)
         except BaseException:
             svc.storage.delete(key)
             raise
@@ -207,7 +207,7 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
     items, next_cursor = await to_thread.run_sync(
-        lambda: svc.store.list_jobs(
+        lambda: svc.store.jobs.list(
             state=state.value if state else None, pipeline=pipeline, parent_id=parent_id,
             limit=limit, cursor=cursor,
         )
@@ -230,7 +230,7 @@ async def get_job(job_id: str, svc: Svc) -> dict[str, Any]:
 async def cancel_job(job_id: str, svc: Svc) -> Response:
     await to_thread.run_sync(svc.load_job, job_id)
     try:
-        state = await to_thread.run_sync(svc.store.request_cancel, job_id)
+        state = await to_thread.run_sync(svc.store.jobs.request_cancel, job_id)
     except JobNotFound:
         raise Problem(404, "not_found", f"no job {job_id}") from None
     except JobConflict as exc:
@@ -244,7 +244,7 @@ async def cancel_job(job_id: str, svc: Svc) -> Response:
 async def retry_job(job_id: str, svc: Svc) -> dict[str, Any]:
     await to_thread.run_sync(svc.load_job, job_id)
     try:
-        await to_thread.run_sync(svc.store.retry_job, job_id)
+        await to_thread.run_sync(svc.store.jobs.retry, job_id)
     except JobConflict as exc:
         raise Problem(409, "conflict", str(exc)) from None
     return job_view(await to_thread.run_sync(svc.load_job, job_id))
@@ -256,7 +256,7 @@ async def delete_job(job_id: str, svc: Svc) -> Response:
     await to_thread.run_sync(svc.load_job, job_id)
 
     def remove() -> None:
-        for key in svc.store.delete_job(job_id):
+        for key in svc.store.jobs.delete(job_id):
             svc.storage.delete(key)
         svc.storage.delete_prefix(f"artifacts/{job_id}")
 
@@ -316,18 +316,18 @@ async def download_artifact(job_id: str, name: str, request: Request, svc: Svc) 
             summary="Webhook delivery attempts for a job")
 async def list_deliveries(job_id: str, svc: Svc) -> list[dict[str, Any]]:
     await to_thread.run_sync(svc.load_job, job_id)
-    rows = await to_thread.run_sync(svc.store.deliveries_for, job_id)
+    rows = await to_thread.run_sync(svc.store.outbox.deliveries, job_id)
     return [
         {
-            "msg_id": r["msg_id"],
-            "event_type": r["event_type"],
-            "attempt": r["attempt"],
-            "at": iso(r["at"]),
-            "url": r["url"],
-            "status_code": r["status_code"],
-            "error": r["error"],
-            "duration_ms": r["duration_ms"],
-            "outcome": r["outcome"],
+            "msg_id": r.msg_id,
+            "event_type": r.event_type,
+            "attempt": r.attempt,
+            "at": iso(r.at),
+            "url": r.url,
+            "status_code": r.status_code,
+            "error": r.error,
+            "duration_ms": r.duration_ms,
+            "outcome": r.outcome,
         }
         for r in rows
     ]

@@ -54,7 +54,7 @@ async def readyz(svc: Svc) -> dict[str, Any]:
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
 async def metrics(svc: Svc) -> str:
-    counts = await to_thread.run_sync(svc.store.count_by_state)
+    counts = await to_thread.run_sync(svc.store.jobs.count_by_state)
     lines = [
         "# HELP conveyor_jobs Jobs by state.",
         "# TYPE conveyor_jobs gauge",

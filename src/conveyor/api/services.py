@@ -34,7 +34,7 @@ class Services:
         self.counters[name] = self.counters.get(name, 0) + by
 
     def load_job(self, job_id: str) -> Job:
-        job = self.store.get_job(job_id)
+        job = self.store.jobs.get(job_id)
         if job is None:
             raise Problem(404, "not_found", f"no job {job_id}")
         if tombstoned_or_expired(job):

@@ -120,7 +120,7 @@ class RunContext(Context):
             return
         self._last_progress = now
         try:
-            self.store.set_progress(self.job_id, self.token, fraction, message)
+            self.store.attempts.set_progress(self.job_id, self.token, fraction, message)
         except LeaseLost:
             self._cancelled = True
 
@@ -150,7 +150,7 @@ class RunContext(Context):
         now = time.monotonic()
         if now - self._last_cancel_check >= 0.5:
             self._last_cancel_check = now
-            self._cancelled = self.store.cancel_requested(self.job_id, self.token)
+            self._cancelled = self.store.attempts.cancel_requested(self.job_id, self.token)
         return self._cancelled
 
     def add_child(

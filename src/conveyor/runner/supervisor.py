@@ -86,7 +86,7 @@ class Supervisor:
         """Run until :meth:`stop` (or, in burst mode, until no job is queued or running)."""
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         self._clean_stale_work_dirs()
-        self.store.reap_expired_leases(self.policy)
+        self.store.maintenance.reap_expired_leases(self.policy)
         try:
             for index in range(self.count):
                 self.slots.append(self._spawn(index))
@@ -156,7 +156,7 @@ class Supervisor:
             self._heartbeat()
         if wall - self._last_reap >= max(self.settings.lease_s / 2, 0.5):
             self._last_reap = wall
-            self.store.reap_expired_leases(self.policy)
+            self.store.maintenance.reap_expired_leases(self.policy)
 
     def _read(self, slot: Slot) -> None:
         while True:
@@ -195,9 +195,9 @@ class Supervisor:
     def _record_failure(self, running: Running, error: JobError) -> None:
         try:
             if error.code == ErrorCode.CANCELLED:
-                self.store.finish_cancelled(running.job_id, running.token)
+                self.store.attempts.finish_cancelled(running.job_id, running.token)
             else:
-                state = self.store.fail_attempt(running.job_id, running.token, error, self.policy)
+                state = self.store.attempts.fail(running.job_id, running.token, error, self.policy)
                 log.info("job %s: %s -> %s", running.job_id, error.code, state)
         except LeaseLost:
             pass  # already finished, or a newer attempt owns it
@@ -231,14 +231,14 @@ class Supervisor:
             run = slot.running
             if run is None:
                 continue
-            beat = self.store.heartbeat(run.job_id, run.token, self.settings.lease_s)
+            beat = self.store.attempts.heartbeat(run.job_id, run.token, self.settings.lease_s)
             if beat.cancel_requested and run.cancel_seen is None:
                 run.cancel_seen = time.monotonic()
 
     def _drained(self) -> bool:
         if any(s.running for s in self.slots):
             return False
-        counts = self.store.count_by_state()
+        counts = self.store.jobs.count_by_state()
         return not counts.get(JobState.QUEUED, 0) and not counts.get(JobState.RUNNING, 0)
 
     def _clean_stale_work_dirs(self) -> None:
@@ -271,6 +271,6 @@ class Supervisor:
                 slot.process.join(timeout=5)
             if slot.running is not None:
                 with contextlib.suppress(LeaseLost):
-                    if self.store.release(slot.running.job_id, slot.running.token):
+                    if self.store.attempts.release(slot.running.job_id, slot.running.token):
                         log.info("released job %s", slot.running.job_id)
         self.slots.clear()

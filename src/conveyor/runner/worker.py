@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import LeaseLost, ProcessorError
-from conveyor.models import ErrorCode, JobError
+from conveyor.models import ErrorCode, JobError, JobState
+from conveyor.notify import JOBS
 from conveyor.processors.base import InputInfo
 from conveyor.processors.registry import BadOptions, Registry, UnknownPipeline, build_registry
 from conveyor.runner.context import AttemptState, RunContext, file_digest, sniff_file
@@ -27,7 +28,6 @@ from conveyor.runner.retry import RetryPolicy
 from conveyor.settings import Settings
 from conveyor.storage import LocalStorage, artifact_key, input_key, put_file
 from conveyor.store import Artifact, Claim, NewJob, Store
-from conveyor.store.notify import JOBS
 
 log = logging.getLogger("conveyor.worker")
 
@@ -76,7 +76,7 @@ class Worker:
         done = 0
         try:
             while not self.stopping and done < self.settings.jobs_per_worker:
-                claim = self.store.claim_next(self.worker_id, self.settings.lease_s)
+                claim = self.store.attempts.claim_next(self.worker_id, self.settings.lease_s)
                 if claim is None:
                     listener.wait(1.0)
                     continue
@@ -112,7 +112,7 @@ class Worker:
 
     def _fail(self, claim: Claim, error: JobError) -> None:
         try:
-            self.store.fail_attempt(claim.job.id, claim.token, error, self.policy)
+            self.store.attempts.fail(claim.job.id, claim.token, error, self.policy)
         except LeaseLost:
             log.info("job %s: lease lost before recording %s", claim.job.id, error.code)
 
@@ -147,7 +147,7 @@ class Worker:
                 # transaction, and cancellation wins.
         except ProcessorError as exc:
             if exc.code == ErrorCode.CANCELLED:
-                self.store.finish_cancelled(job.id, claim.token)
+                self.store.attempts.finish_cancelled(job.id, claim.token)
             else:
                 self._fail(claim, JobError(exc.code, exc.message, exc.retryable))
             return
@@ -187,17 +187,25 @@ class Worker:
                 )
             )
         try:
-            self.store.complete(job.id, claim.token, result, produced, children)
+            outcome = self.store.attempts.complete(job.id, claim.token, result, produced, children)
         except LeaseLost:
             # A newer attempt owns the job: nothing of ours may remain.
-            self.storage.delete_prefix(f"artifacts/{job.id}/{claim.token}")
-            for new_child in children:
-                self.storage.delete(new_child.input_key)
+            self._drop_outputs(job.id, claim.token, children)
             raise
+        if outcome is not JobState.SUCCEEDED:
+            # Cancelled while finishing: cancellation wins and the outputs are dropped.
+            self._drop_outputs(job.id, claim.token, children)
+            return
         # Leftovers of earlier, killed attempts.
         for key in self.storage.keys(f"artifacts/{job.id}"):
             if f"/{claim.token}/" not in key:
                 self.storage.delete(key)
+
+
+    def _drop_outputs(self, job_id: str, token: str, children: list[NewJob]) -> None:
+        self.storage.delete_prefix(f"artifacts/{job_id}/{token}")
+        for child in children:
+            self.storage.delete(child.input_key)
 
 
 def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:

@@ -1,16 +1,20 @@
-"""The job store (SQLAlchemy Core on SQLite or PostgreSQL)."""
+"""The job store (SQLAlchemy Core on SQLite or PostgreSQL); see :mod:`conveyor.store.store`."""
 
-from conveyor.store.records import Artifact, Claim, Event, Job, NewJob
-from conveyor.store.store import Heartbeat, RetryPolicy, Store, tombstoned_or_expired
+from conveyor.store.attempts import Heartbeat
+from conveyor.store.records import Artifact, Claim, Delivery, Event, Job, NewJob, OutboxMessage
+from conveyor.store.store import Store, tombstoned_or_expired
+from conveyor.store.transitions import RetryDecider
 
 __all__ = [
     "Artifact",
     "Claim",
+    "Delivery",
     "Event",
     "Heartbeat",
     "Job",
     "NewJob",
-    "RetryPolicy",
+    "OutboxMessage",
+    "RetryDecider",
     "Store",
     "tombstoned_or_expired",
 ]

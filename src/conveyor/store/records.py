@@ -18,6 +18,12 @@ class Artifact:
     sha256: str
     storage_key: str
 
+    @classmethod
+    def from_row(cls, row: Any) -> Artifact:
+        m = row._mapping
+        return cls(m["job_id"], m["name"], m["media_type"], m["size"], m["sha256"],
+                   m["storage_key"])
+
 
 @dataclass(slots=True)
 class Job:
@@ -140,3 +146,47 @@ class Claim:
     job: Job
     token: str
     attempt: int
+
+
+@dataclass(slots=True)
+class OutboxMessage:
+    """A webhook message waiting for (or done with) delivery."""
+
+    id: int
+    msg_id: str
+    job_id: str
+    event_id: int
+    event_type: str
+    url: str
+    body: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> OutboxMessage:
+        m = row._mapping
+        return cls(m["id"], m["msg_id"], m["job_id"], m["event_id"], m["event_type"], m["url"],
+                   m["body"], m["state"], m["attempts"], m["next_attempt_at"], m["created_at"])
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One attempt to deliver a webhook message."""
+
+    msg_id: str
+    event_type: str
+    attempt: int
+    at: float
+    url: str
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    outcome: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> Delivery:
+        m = row._mapping
+        return cls(m["msg_id"], m["event_type"], m["attempt"], m["at"], m["url"],
+                   m["status_code"], m["error"], m["duration_ms"], m["outcome"])

@@ -14,12 +14,11 @@ import random
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from anyio import to_thread
 
 from conveyor.settings import Settings
-from conveyor.store import Store
+from conveyor.store import OutboxMessage, Store
 from conveyor.webhooks.schedule import classify, next_delay
 from conveyor.webhooks.sender import send
 from conveyor.webhooks.signing import generate_secret, headers
@@ -68,7 +67,7 @@ class Outbox:
                 await self.deliver_due()
             except Exception:
                 log.exception("webhook delivery pass failed")
-            next_at = await to_thread.run_sync(self.store.next_message_at)
+            next_at = await to_thread.run_sync(self.store.outbox.next_due_at)
             wait = 1.0 if next_at is None else min(max(next_at - time.time(), 0.02), 1.0)
             if self.changed is not None:
                 self.changed.clear()
@@ -78,24 +77,24 @@ class Outbox:
                 await asyncio.sleep(wait)
 
     async def deliver_due(self) -> int:
-        due = await to_thread.run_sync(lambda: self.store.due_messages(time.time()))
+        due = await to_thread.run_sync(lambda: self.store.outbox.due(time.time()))
         if due:
             await asyncio.gather(*(self.deliver(m) for m in due))
         return len(due)
 
-    async def deliver(self, message: dict[str, Any]) -> None:
-        attempt = int(message["attempts"]) + 1
-        body = str(message["body"]).encode()
+    async def deliver(self, message: OutboxMessage) -> None:
+        attempt = message.attempts + 1
+        body = message.body.encode()
         try:
-            target = await to_thread.run_sync(lambda: check_url(message["url"], allow=self.allow))
+            target = await to_thread.run_sync(lambda: check_url(message.url, allow=self.allow))
         except UnsafeUrl as exc:
             refused = partial(
-                self.store.record_delivery, message["id"], attempt=attempt, status_code=None,
+                self.store.outbox.record_delivery, message.id, attempt=attempt, status_code=None,
                 error=str(exc), duration_ms=0.0, outcome="failed", next_attempt_at=None,
             )
             await to_thread.run_sync(refused)
             return
-        signed = headers(self.secret, message["msg_id"], int(time.time()), body)
+        signed = headers(self.secret, message.msg_id, int(time.time()), body)
         outcome = await send(target, signed, body, timeout=self.settings.webhook_timeout_s)
         verdict = classify(outcome.status_code)
         if verdict == "delivered":
@@ -106,7 +105,7 @@ class Outbox:
             delay = next_delay(attempt + 1, self.rng, scale=self.settings.webhook_schedule_scale)
             result = "retry" if delay is not None else "failed"
             next_at = time.time() + delay if delay is not None else None
-        await to_thread.run_sync(lambda: self.store.record_delivery(
-            message["id"], attempt=attempt, status_code=outcome.status_code,
+        await to_thread.run_sync(lambda: self.store.outbox.record_delivery(
+            message.id, attempt=attempt, status_code=outcome.status_code,
             error=outcome.error, duration_ms=float(outcome.duration_ms), outcome=result,
             next_attempt_at=next_at))

@@ -90,11 +90,10 @@ class SocketNotifier:
 
 class PgListener:
     def __init__(self, url: str, channel: str) -> None:
+        """``url``: a SQLAlchemy or libpq PostgreSQL URL."""
         import psycopg
 
-        from conveyor.store.db import normalise_url
-
-        dsn = normalise_url(url).replace("postgresql+psycopg://", "postgresql://")
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
         self.conn: Any = psycopg.connect(dsn, autocommit=True)
         self.conn.execute(f"LISTEN conveyor_{channel}")
 

@@ -1,0 +1,204 @@
+"""Attempts: what workers do to a job. Claim it under a fresh lease token, renew the lease,
+report progress, and end the attempt. Every write after the claim is fenced by the token
+(:func:`~conveyor.store.transitions.fenced`): a write that matches no row means a newer
+attempt owns the job, and it is refused with :class:`~conveyor.errors.LeaseLost`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, text, update
+
+from conveyor.errors import LeaseLost
+from conveyor.models import EventType, JobError, JobState, check_transition
+from conveyor.store import events as event_log
+from conveyor.store.database import Database, Tx, dumps
+from conveyor.store.jobs import insert_job
+from conveyor.store.records import Artifact, Claim, Job, NewJob
+from conveyor.store.tables import artifacts, jobs
+from conveyor.store.transitions import (
+    RetryDecider,
+    announce_end,
+    end_attempt,
+    fail_attempt,
+    fenced,
+    move,
+)
+
+# The hot statements, written out once. The claim is a single statement: on SQLite the write
+# lock makes it atomic; on PostgreSQL, SKIP LOCKED in a materialised CTE (which runs once,
+# where "id IN (SELECT ... LIMIT 1)" may be re-planned as a join that claims several rows).
+_RUNNABLE = "state = 'queued' AND run_after <= :now AND deleted_at IS NULL"
+_PICK = f"SELECT id FROM jobs WHERE {_RUNNABLE} ORDER BY priority DESC, created_at, id LIMIT 1"
+_CLAIM_SET = """SET state = 'running', attempts = attempts + 1, lease_token = :token,
+    lease_expires_at = :lease, worker_id = :worker, started_at = :now, updated_at = :now,
+    progress_fraction = 0, progress_message = NULL"""
+_CLAIM_NEXT_SQLITE = text(
+    f"UPDATE jobs {_CLAIM_SET} WHERE id = ({_PICK}) AND state = 'queued' RETURNING *"
+)
+_CLAIM_NEXT_PG = text(
+    f"WITH chosen AS MATERIALIZED ({_PICK} FOR UPDATE SKIP LOCKED) "
+    f"UPDATE jobs {_CLAIM_SET} FROM chosen WHERE jobs.id = chosen.id "
+    "AND jobs.state = 'queued' RETURNING jobs.*"
+)
+# A given job (a Celery task carries its id): exactly that row, or nothing.
+_CLAIM_ONE = text(f"UPDATE jobs {_CLAIM_SET} WHERE id = :id AND {_RUNNABLE} RETURNING *")
+_SUCCEED = text(
+    """UPDATE jobs SET state = 'succeeded', result = :result, progress_fraction = 1,
+    finished_at = :now, updated_at = :now, lease_expires_at = NULL, error_code = NULL,
+    error_message = NULL, error_retryable = NULL
+    WHERE id = :id AND lease_token = :token AND state = 'running' AND NOT cancel_requested
+    RETURNING webhook_url"""
+)
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    alive: bool
+    cancel_requested: bool
+
+
+class Attempts:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def claim_next(self, worker_id: str, lease_s: float) -> Claim | None:
+        """Claim the most urgent runnable job in one atomic statement."""
+        return self._claim(_CLAIM_NEXT_PG if self.db.pg else _CLAIM_NEXT_SQLITE, {},
+                           worker_id, lease_s)
+
+    def claim(self, job_id: str, worker_id: str, lease_s: float) -> Claim | None:
+        """Claim exactly ``job_id`` if it is runnable now; None for a job that is running,
+        finished, cancelled, deleted or not due yet (a duplicate or early message)."""
+        return self._claim(_CLAIM_ONE, {"id": job_id}, worker_id, lease_s)
+
+    def _claim(self, stmt: Any, params: dict[str, Any], worker_id: str,
+               lease_s: float) -> Claim | None:
+        now = time.time()
+        token = secrets.token_hex(16)
+        check_transition(JobState.QUEUED, JobState.RUNNING)
+        params = {**params, "token": token, "lease": now + lease_s, "worker": worker_id,
+                  "now": now}
+        with self.db.tx() as tx:
+            row = tx.execute(stmt, params).one_or_none()
+            if row is None:
+                return None
+            job = Job.from_row(row)
+            event_log.append(tx, job.id, EventType.STARTED,
+                             {"attempt": job.attempts, "worker": worker_id}, now)
+        return Claim(job=job, token=token, attempt=job.attempts)
+
+    # -- while running -----------------------------------------------------------------------
+
+    def heartbeat(self, job_id: str, token: str, lease_s: float) -> Heartbeat:
+        with self.db.tx() as tx:
+            row = tx.execute(
+                update(jobs)
+                .where(*fenced(job_id, token))
+                .values(lease_expires_at=time.time() + lease_s)
+                .returning(jobs.c.cancel_requested)
+            ).first()
+        if row is None:
+            return Heartbeat(alive=False, cancel_requested=True)
+        return Heartbeat(alive=True, cancel_requested=bool(row[0]))
+
+    def cancel_requested(self, job_id: str, token: str) -> bool:
+        """True when the attempt should stop: cancelled, deleted, or no longer its attempt."""
+        with self.db.reader.connect() as conn:
+            row = conn.execute(
+                select(jobs.c.cancel_requested, jobs.c.lease_token).where(jobs.c.id == job_id)
+            ).first()
+        return row is None or bool(row[0]) or row[1] != token
+
+    def set_progress(self, job_id: str, token: str, fraction: float, message: str | None) -> None:
+        now = time.time()
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        with self.db.tx() as tx:
+            result = tx.execute(
+                update(jobs)
+                .where(*fenced(job_id, token))
+                .values(progress_fraction=fraction, progress_message=message, updated_at=now)
+            )
+            if not result.rowcount:
+                raise LeaseLost(job_id)
+            event_log.append(tx, job_id, EventType.PROGRESS,
+                             {"fraction": fraction, "message": message}, now)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def complete(
+        self,
+        job_id: str,
+        token: str,
+        result: Any,
+        produced: Sequence[Artifact] = (),
+        children: Sequence[NewJob] = (),
+    ) -> JobState:
+        """Commit a successful attempt: state, result, artifacts and child jobs in one go.
+
+        Returns SUCCEEDED, or CANCELLED when a cancel arrived first (the outputs are then
+        dropped by the caller). Raises :class:`LeaseLost` when the attempt lost its lease.
+        """
+        now = time.time()
+        check_transition(JobState.RUNNING, JobState.SUCCEEDED)
+        with self.db.tx() as tx:
+            # One statement on the hot path: succeed only if this attempt still owns the job
+            # and nobody asked to cancel it.
+            done = tx.execute(
+                _SUCCEED, {"id": job_id, "token": token, "result": dumps(result), "now": now}
+            ).first()
+            if done is None:
+                # Cancelled while finishing: cancellation wins. Anything else: not ours.
+                if self._end(tx, job_id, token, JobState.CANCELLED, now):
+                    return JobState.CANCELLED
+                raise LeaseLost(job_id)
+            if produced:
+                tx.execute(
+                    insert(artifacts),
+                    [{"job_id": job_id, "name": a.name, "media_type": a.media_type,
+                      "size": a.size, "sha256": a.sha256, "storage_key": a.storage_key,
+                      "created_at": now} for a in produced],
+                )
+            for child in children:
+                insert_job(tx, child, now, self.db.retention_s)
+            announce_end(tx, job_id, JobState.SUCCEEDED, {"result": result}, now,
+                         webhook_url=done[0], default_webhook_url=self.db.default_webhook_url)
+        return JobState.SUCCEEDED
+
+    def fail(self, job_id: str, token: str, error: JobError, decide: RetryDecider) -> JobState:
+        """End an attempt that failed: retry later, or fail for good. Fenced by ``token``."""
+        with self.db.tx() as tx:
+            return fail_attempt(tx, job_id, token, error, decide, time.time(),
+                                self.db.default_webhook_url)
+
+    def finish_cancelled(self, job_id: str, token: str) -> None:
+        """End an attempt that stopped because it was cancelled. Fenced by ``token``."""
+        with self.db.tx() as tx:
+            if not self._end(tx, job_id, token, JobState.CANCELLED, time.time()):
+                raise LeaseLost(job_id)
+
+    def _end(self, tx: Tx, job_id: str, token: str, state: JobState, now: float) -> bool:
+        return end_attempt(tx, job_id, token, state, {}, now, self.db.default_webhook_url)
+
+    def release(self, job_id: str, token: str) -> bool:
+        """Give a running job back to the queue without counting the attempt (shutdown)."""
+        now = time.time()
+        with self.db.tx() as tx:
+            ok = move(
+                tx, job_id, [JobState.RUNNING], JobState.QUEUED,
+                {"attempts": jobs.c.attempts - 1, "lease_token": None, "lease_expires_at": None,
+                 "run_after": now, "updated_at": now},
+                *fenced(job_id, token),
+            )
+            if ok:
+                event_log.append(tx, job_id, EventType.RETRYING,
+                                 {"released": True, "run_after": now}, now)
+                tx.made_runnable(job_id, now)
+        return ok

@@ -1,0 +1,111 @@
+"""One database handle shared by the store's parts: engines, write transactions, wake-ups.
+
+A write transaction is a :class:`Tx`. Code inside it says what the commit means (an event was
+written, jobs became runnable); :meth:`Database.tx` acts on that once, after the commit: it
+wakes the event tailers and hands the runnable jobs to the dispatcher. Nothing is announced for
+a transaction that rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, CursorResult, Executable, text
+
+from conveyor import notify
+from conveyor.dispatch import Dispatcher, Runnable
+from conveyor.store.db import make_engines, migrate, normalise_url, write_gate
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+@dataclass(slots=True)
+class Tx:
+    """An open write transaction and what its commit will announce."""
+
+    conn: Connection
+    pg: bool
+    runnable: list[Runnable] = field(default_factory=list)
+    wrote_events: bool = False
+
+    def execute(self, stmt: Executable, params: Any = None) -> CursorResult[Any]:
+        return self.conn.execute(stmt, params)
+
+    def made_runnable(self, job_id: str, run_after: float) -> None:
+        self.runnable.append(Runnable(job_id, run_after))
+
+
+class Database:
+    """Engines, transactions and the store-wide settings the parts share."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        run_dir: Path,
+        retention_s: float = 7 * 86400,
+        default_webhook_url: str | None = None,
+        durable: bool = True,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.url = normalise_url(url)
+        self.retention_s = retention_s
+        self.default_webhook_url = default_webhook_url
+        self.writer, self.reader = make_engines(self.url, durable=durable)
+        self.pg = self.writer.dialect.name == "postgresql"
+        self.run_dir = run_dir
+        self._gate = write_gate(self.url)
+        self._events = None if self.pg else notify.SocketNotifier(run_dir)
+        if dispatcher is None:
+            from conveyor.dispatch.embedded import EmbeddedDispatcher
+
+            dispatcher = EmbeddedDispatcher(run_dir, self.writer if self.pg else None)
+        self.dispatcher = dispatcher
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        """A write transaction (queued behind the other writers on SQLite)."""
+        if self._gate is None:
+            with self.writer.begin() as conn:
+                tx = Tx(conn, self.pg)
+                yield tx
+                if tx.wrote_events:
+                    # Delivered by PostgreSQL at commit, to every server process.
+                    conn.execute(text("SELECT pg_notify('conveyor_events', '')"))
+        else:
+            with self._gate(), self.writer.begin() as conn:
+                tx = Tx(conn, self.pg)
+                yield tx
+        if tx.wrote_events and self._events is not None:
+            self._events.notify(notify.EVENTS)
+        if tx.runnable:
+            self.dispatcher.runnable(tx.runnable)
+
+    def listener(self, channel: str) -> notify.Listener:
+        if self.pg:
+            return notify.PgListener(self.url, channel)
+        return notify.SocketListener(self.run_dir, channel)
+
+    def migrate(self) -> None:
+        migrate(self.writer)
+
+    def ping(self) -> None:
+        with self.reader.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.dispatcher.close()
+        if self._events is not None:
+            self._events.close()
+        if self._gate is not None:
+            self._gate.close()
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()

@@ -1,0 +1,236 @@
+"""Jobs as clients see them: create, read, list, and the user's actions (cancel, retry, delete)."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.errors import JobConflict, JobNotFound
+from conveyor.models import EventType, JobState
+from conveyor.store import events as event_log
+from conveyor.store.database import Database, Tx, dumps
+from conveyor.store.records import Artifact, Job, NewJob
+from conveyor.store.tables import artifacts, jobs
+from conveyor.store.transitions import announce_end, move
+
+#: The columns a new job is inserted with, written once for uploads and child jobs alike.
+_NEW_JOB_COLUMNS = (
+    "id", "state", "pipeline", "options", "priority", "max_attempts", "timeout_s", "input_key",
+    "input_filename", "input_size", "input_sha256", "media_type", "declared_type", "parent_id",
+    "webhook_url", "idempotency_key", "run_after", "created_at", "updated_at", "expires_at",
+)
+_INSERT_JOB = text(
+    f"INSERT INTO jobs ({', '.join(_NEW_JOB_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _NEW_JOB_COLUMNS)}) RETURNING *"
+)
+
+
+def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
+    """Insert a queued job with its ``job.queued`` event; it is dispatched after the commit."""
+    values = {
+        "id": new.id,
+        "state": JobState.QUEUED.value,
+        "pipeline": new.pipeline,
+        "options": dumps(new.options if new.options is not None else {}),
+        "priority": new.priority,
+        "max_attempts": new.max_attempts,
+        "timeout_s": new.timeout_s,
+        "input_key": new.input_key,
+        "input_filename": new.input_filename,
+        "input_size": new.input_size,
+        "input_sha256": new.input_sha256,
+        "media_type": new.media_type,
+        "declared_type": new.declared_type,
+        "parent_id": new.parent_id,
+        "webhook_url": new.webhook_url,
+        "idempotency_key": new.idempotency_key,
+        "run_after": now,
+        "created_at": now,
+        "updated_at": now,
+        "expires_at": now + retention_s,
+    }
+    row = tx.execute(_INSERT_JOB, values).one()
+    data: dict[str, Any] = {"pipeline": new.pipeline}
+    if new.parent_id is not None:
+        data["parent_id"] = new.parent_id
+    event_log.append(tx, new.id, EventType.QUEUED, data, now)
+    tx.made_runnable(new.id, now)
+    return row
+
+
+def attach(conn: Connection, batch: Sequence[Job]) -> None:
+    """Fill in artifacts and child-state counts for ``batch``."""
+    if not batch:
+        return
+    by_id = {j.id: j for j in batch}
+    for row in conn.execute(
+        select(artifacts).where(artifacts.c.job_id.in_(by_id)).order_by(artifacts.c.name)
+    ):
+        by_id[row.job_id].artifacts.append(Artifact.from_row(row))
+    counts = conn.execute(
+        select(jobs.c.parent_id, jobs.c.state, func.count())
+        .where(jobs.c.parent_id.in_(by_id))
+        .group_by(jobs.c.parent_id, jobs.c.state)
+    )
+    for parent_id, state, n in counts:
+        job = by_id[parent_id]
+        job.children = job.children or {"total": 0}
+        job.children[state] = int(n)
+        job.children["total"] += int(n)
+
+
+class Jobs:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, new: NewJob) -> tuple[Job, bool]:
+        """Insert a queued job. Returns (job, created); an existing Idempotency-Key wins."""
+        try:
+            with self.db.tx() as tx:
+                row = insert_job(tx, new, time.time(), self.db.retention_s)
+        except IntegrityError:
+            if new.idempotency_key is None:
+                raise
+            existing = self.by_idempotency_key(new.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return Job.from_row(row), True
+
+    def by_idempotency_key(self, key: str) -> Job | None:
+        with self.db.reader.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.idempotency_key == key)).first()
+            return self._load(conn, row)
+
+    def get(self, job_id: str) -> Job | None:
+        with self.db.reader.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            return self._load(conn, row)
+
+    @staticmethod
+    def _load(conn: Connection, row: Any) -> Job | None:
+        if row is None:
+            return None
+        job = Job.from_row(row)
+        attach(conn, [job])
+        return job
+
+    def list(
+        self,
+        *,
+        state: str | None = None,
+        pipeline: str | None = None,
+        parent_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. ``cursor`` is the last id of the previous page (ids sort by time)."""
+        now = time.time()
+        stmt = select(jobs).where(jobs.c.deleted_at.is_(None), jobs.c.expires_at > now)
+        if state:
+            stmt = stmt.where(jobs.c.state == state)
+        if pipeline:
+            stmt = stmt.where(jobs.c.pipeline == pipeline)
+        if parent_id:
+            stmt = stmt.where(jobs.c.parent_id == parent_id)
+        if cursor:
+            stmt = stmt.where(jobs.c.id < cursor)
+        stmt = stmt.order_by(jobs.c.id.desc()).limit(limit + 1)
+        with self.db.reader.connect() as conn:
+            batch = [Job.from_row(r) for r in conn.execute(stmt)]
+            more = len(batch) > limit
+            batch = batch[:limit]
+            attach(conn, batch)
+        return batch, (batch[-1].id if more and batch else None)
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.db.reader.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.state, func.count())
+                .where(jobs.c.deleted_at.is_(None))
+                .group_by(jobs.c.state)
+            )
+            return {state: int(n) for state, n in rows}
+
+    def request_cancel(self, job_id: str) -> JobState:
+        """Cancel a queued job now (CANCELLED) or ask a running one to stop (RUNNING)."""
+        now = time.time()
+        with self.db.tx() as tx:
+            while True:
+                state = tx.execute(
+                    select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.deleted_at.is_(None))
+                ).scalar()
+                if state is None:
+                    raise JobNotFound(job_id)
+                current = JobState(state)
+                if current is JobState.QUEUED:
+                    row = tx.execute(
+                        update(jobs)
+                        .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
+                        .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now)
+                        .returning(jobs.c.webhook_url)
+                    ).first()
+                    if row is None:
+                        continue  # claimed meanwhile: ask the running attempt instead
+                    announce_end(tx, job_id, JobState.CANCELLED, {}, now, webhook_url=row[0],
+                                 default_webhook_url=self.db.default_webhook_url)
+                    return JobState.CANCELLED
+                if current is JobState.RUNNING:
+                    asked = tx.execute(
+                        update(jobs)
+                        .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value)
+                        .values(cancel_requested=True, updated_at=now)
+                    ).rowcount
+                    if not asked:
+                        continue  # it ended or was requeued meanwhile
+                    return JobState.RUNNING
+                raise JobConflict(f"job {job_id} already ended ({current})")
+
+    def retry(self, job_id: str) -> None:
+        """Queue a failed or cancelled job again, from its first attempt."""
+        now = time.time()
+        with self.db.tx() as tx:
+            ok = move(
+                tx, job_id, [JobState.FAILED, JobState.CANCELLED], JobState.QUEUED,
+                {
+                    "attempts": 0, "run_after": now, "cancel_requested": False,
+                    "error_code": None, "error_message": None, "error_retryable": None,
+                    "progress_fraction": 0.0, "progress_message": None, "lease_token": None,
+                    "result": None, "finished_at": None, "started_at": None, "updated_at": now,
+                },
+                jobs.c.deleted_at.is_(None),
+            )
+            if not ok:
+                state = tx.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+                if state is None:
+                    raise JobNotFound(job_id)
+                raise JobConflict(f"only failed or cancelled jobs can be retried (this is {state})")
+            event_log.append(tx, job_id, EventType.QUEUED, {"retry": True}, now)
+            tx.made_runnable(job_id, now)
+
+    def delete(self, job_id: str) -> builtins.list[str]:
+        """Tombstone the job (later reads answer 410); return the storage keys to remove."""
+        now = time.time()
+        with self.db.tx() as tx:
+            input_key = tx.execute(select(jobs.c.input_key).where(jobs.c.id == job_id)).scalar()
+            if input_key is None:
+                raise JobNotFound(job_id)
+            keys = [input_key]
+            keys += list(
+                tx.execute(select(artifacts.c.storage_key).where(artifacts.c.job_id == job_id))
+                .scalars()
+            )
+            tx.execute(delete(artifacts).where(artifacts.c.job_id == job_id))
+            # A running attempt sees cancel_requested and a cleared token: it stops, and
+            # none of its writes can land.
+            tx.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(deleted_at=now, cancel_requested=True, lease_token=None, updated_at=now)
+            )
+        return keys
