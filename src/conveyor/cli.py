@@ -64,6 +64,7 @@ def serve(
     import uvicorn
 
     from conveyor.api import create_app
+    from conveyor.api.limits import HeadLimits, guarded_protocol
 
     _logging()
     settings = _settings(processors, workers)
@@ -75,7 +76,12 @@ def serve(
         log_level=os.environ.get("CONVEYOR_LOG_LEVEL", "info").lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         access_log=access_log,
-        h11_max_incomplete_event_size=64 * 1024,
+        http=guarded_protocol(HeadLimits(
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            max_connections_per_client=settings.max_connections_per_client,
+        )),
     )
 
 

@@ -30,6 +30,10 @@ CODES: dict[str, str] = {
     "range_not_satisfiable": "the requested byte range is outside the file",
     "method_not_allowed": "the method is not allowed on this path",
     "not_ready": "the database, storage or workers are not available",
+    "request_timeout": "the request head or body stalled past its time-out",
+    "headers_too_large": "the request head is over CONVEYOR_MAX_HEADER_BYTES or has too many "
+    "headers",
+    "too_many_connections": "too many concurrent connections from one client address",
     "internal_error": "a bug: the server failed unexpectedly",
 }
 
@@ -37,10 +41,12 @@ _TITLES = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     410: "Gone",
     413: "Content Too Large",
     416: "Range Not Satisfiable",
+    431: "Request Header Fields Too Large",
     422: "Unprocessable Content",
     500: "Internal Server Error",
     503: "Service Unavailable",

@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=0.1, ge=0)
 
     max_upload_bytes: int = Field(default=10 * 1024**3, ge=0)
+    #: A request head (request line and headers) must arrive within this time (408).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: A request body that sends nothing for this long while being read ends with 408.
+    body_idle_timeout_s: float = Field(default=30.0, gt=0)
+    #: Largest request head, and most headers, accepted (431 above).
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=10)
+    #: Concurrent connections from one client address (503 above).
+    max_connections_per_client: int = Field(default=1024, ge=1)
     retention: Duration = timedelta(days=7)
     sweep_interval_s: float = Field(default=300.0, gt=0)
 

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from conveyor import __version__, problems
 from conveyor.api.events import EventHub
 from conveyor.api.events import router as events_router
+from conveyor.api.limits import BodyIdleTimeout
 from conveyor.api.maintenance import retention_loop, startup_sweep
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(BodyIdleTimeout, idle_s=settings.body_idle_timeout_s)
     app.include_router(jobs_router)
     app.include_router(events_router)
     app.include_router(system_router)

@@ -1,0 +1,204 @@
+"""Limits enforced below the routes, where a slow or oversized request is cheapest to refuse.
+
+- :func:`guarded_protocol` wraps uvicorn's httptools protocol: a time-out for the request
+  head, a cap on its size and on the number of headers (431), and a cap on concurrent
+  connections per client address. uvicorn enforces none of these with httptools (its
+  ``h11_max_incomplete_event_size`` applies only to h11).
+- :class:`BodyIdleTimeout` is ASGI middleware: while a route reads a request body, a client that
+  sends nothing for ``idle_s`` gets 408 and the route sees a disconnect, so it drops what it had
+  written. Streams that only wait for a disconnect (SSE) are not timed.
+
+Refusals are ``application/problem+json`` like every other error, with ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from conveyor.problems import PROBLEM
+
+_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
+
+
+def problem_body(status: int, code: str, detail: str) -> bytes:
+    return json.dumps({"type": f"https://conveyor.dev/problems/{code}",
+                       "title": _REASONS.get(status, "Error"), "status": status,
+                       "detail": detail, "code": code}).encode()
+
+
+def raw_problem(status: int, code: str, detail: str) -> bytes:
+    """A whole HTTP/1.1 response, for refusals made before the app sees the request."""
+    body = problem_body(status, code, detail)
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: {PROBLEM}\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode() + body
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_connections_per_client: int = 1024
+
+
+def guarded_protocol(limits: HeadLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with ``limits`` enforced on every request head."""
+    per_client: Counter[str] = Counter()
+
+    class Guarded(HttpToolsProtocol):
+        _in_head = True
+        _head_bytes = 0  # raw bytes of an unfinished head
+        _head_size = 0  # parsed URL and header bytes
+        _headers = 0
+        _refused: bytes | None = None
+        _head_timer: asyncio.TimerHandle | None = None
+        _peer: str | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._peer = self.client[0] if self.client else None
+            if self._peer is not None:
+                per_client[self._peer] += 1
+                if per_client[self._peer] > limits.max_connections_per_client:
+                    self._refuse(raw_problem(503, "too_many_connections",
+                                             "too many concurrent connections from this address"))
+                    return
+            self._start_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_timer()
+            if self._peer is not None:
+                per_client[self._peer] -= 1
+                if per_client[self._peer] <= 0:
+                    del per_client[self._peer]
+                self._peer = None
+            super().connection_lost(exc)
+
+        def _start_head(self) -> None:
+            self._in_head, self._head_bytes, self._head_size, self._headers = True, 0, 0, 0
+            self._stop_timer()
+            self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_timeout)
+
+        def _stop_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self.transport.is_closing():
+                self._refuse(raw_problem(408, "request_timeout",
+                                         "the request head did not arrive in time"))
+
+        def _refuse(self, response: bytes) -> None:
+            self._stop_timer()
+            if not self.transport.is_closing():
+                self.transport.write(response)
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self.transport.is_closing():
+                return
+            counting = self._in_head
+            super().data_received(data)
+            if self._refused is not None:
+                self._refuse(self._refused)
+            elif counting and self._in_head:
+                # The parser buffers an unfinished header line whole: count the raw bytes of
+                # a head that is still incomplete after this chunk.
+                self._head_bytes += len(data)
+                if self._head_bytes > limits.max_header_bytes:
+                    self._refuse(self._too_large())
+
+        def _too_large(self) -> bytes:
+            return raw_problem(431, "headers_too_large",
+                               f"the request head is over {limits.max_header_bytes} bytes or "
+                               f"{limits.max_headers} headers")
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            self._count(len(url))
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            super().on_header(name, value)
+            self._headers += 1
+            self._count(len(name) + len(value) + 4)
+
+        def _count(self, n: int) -> None:
+            self._head_size += n
+            if self._head_size > limits.max_header_bytes or self._headers > limits.max_headers:
+                self._refused = self._too_large()
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._stop_timer()
+            if self._refused is None:
+                super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if self._refused is None:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if self._refused is None:
+                super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._start_head()
+
+    return Guarded
+
+
+class BodyIdleTimeout:
+    """408 when a request body stalls for ``idle_s`` while the route is reading it."""
+
+    def __init__(self, app: ASGIApp, idle_s: float) -> None:
+        self.app = app
+        self.idle_s = idle_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = {"body_done": False, "started": False, "timed_out": False}
+
+        async def timed_receive() -> Message:
+            if state["body_done"] or state["timed_out"]:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_s)
+            except TimeoutError:
+                state["timed_out"] = True
+                if not state["started"]:
+                    body = problem_body(408, "request_timeout",
+                                        f"no request body bytes for {self.idle_s:g} s")
+                    await send({"type": "http.response.start", "status": 408, "headers": [
+                        (b"content-type", PROBLEM.encode()),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close")]})
+                    await send({"type": "http.response.body", "body": body})
+                    state["started"] = True
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["timed_out"]:
+                return  # the 408 was the answer; the route's own reply goes nowhere
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        await self.app(scope, timed_receive, guarded_send)
