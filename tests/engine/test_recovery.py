@@ -120,15 +120,23 @@ def test_cancel_queued_and_running_jobs(engine: Engine) -> None:
     assert _events(engine, running) == events
 
 
-def test_cooperative_cancel_stops_quickly(engine: Engine) -> None:
-    job_id = engine.add("sleep", {"seconds": 60, "steps": 600})
-    engine.worker(workers=1)
+def test_cooperative_cancel_stops_quickly(engine: Engine, tmp_path: Path) -> None:
+    cleanup = tmp_path / "cleanup"
+    job_id = engine.add("sleep", {"seconds": 60, "steps": 600, "cleanup": str(cleanup)})
+    proc = engine.worker(workers=1)
     _running(engine, job_id)
+    (pid,) = engine.worker_pids(proc)
     engine.store.request_cancel(job_id)
     started = time.monotonic()
     job = engine.wait(job_id, timeout=20)
     assert job.state.value == "cancelled"
     assert time.monotonic() - started < 3
+    # The processor saw the cancel and ran its own cleanup (a forced kill after the 1 s grace
+    # period would also meet the bound above) ...
+    assert cleanup.is_file(), f"the processor did not stop by itself:\n{engine.logs()}"
+    assert cleanup.read_text() == f"{pid}\n"
+    # ... and no kill came: the same worker process is alive, not a replacement.
+    assert engine.worker_pids(proc) == [pid]
 
 
 def test_two_worker_commands_never_run_an_attempt_twice(engine: Engine, tmp_path: Path) -> None:
