@@ -1,13 +1,15 @@
 """Fixtures shared by every test layer.
 
 - ``CONVEYOR_*`` variables of the calling shell are removed, so tests see only what they set.
-- :func:`need_service` skips a test when PostgreSQL, Redis or Chromium is missing, except under
-  ``CI=true``, where a missing service is a failure.
+- :func:`need_service` skips a test when PostgreSQL, Redis, Chromium, a command (``openssl``) or
+  a Python package (:func:`need_module`, e.g. PyAV) is missing, except under ``CI=true``, where
+  a missing need is a failure.
 - ``server`` starts a real ``conveyor serve`` subprocess on a free loopback port.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
@@ -17,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -33,12 +37,24 @@ if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
 
 
-def need_service(name: str, why: str) -> None:
-    """Skip locally, fail on CI: a test that needs a missing service must not pass silently."""
+def need_service(name: str, why: str) -> NoReturn:
+    """Skip locally, fail on CI: a test that needs a missing service must not pass silently.
+
+    Callable at module level too (a whole module that needs it is skipped, or fails to collect
+    under CI, which fails the run).
+    """
     message = f"{name} is not available: {why}"
     if CI:
         pytest.fail(message + " (CI=true: services must be running)")
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
+
+
+def need_module(name: str, why: str) -> ModuleType:
+    """Import an optional package, or :func:`need_service` it: ``pytest.importorskip`` for CI."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        need_service(f"the Python package {name!r}", f"{why} ({exc})")
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -226,5 +227,49 @@ def test_bad_webhook_url_is_refused(api: Server) -> None:
         _problem(resp, 422, "bad_webhook_url")
 
 
+def _files_starting_with(root: Path, head: bytes) -> dict[Path, int]:
+    """Files under ``root`` whose first bytes are ``head``: where an upload's bytes are."""
+    found = {}
+    for path in root.rglob("*"):
+        try:
+            if not path.is_file():  # the run dir holds Unix sockets: never open those
+                continue
+            with open(path, "rb") as fh:
+                if fh.read(len(head)) == head:
+                    found[path] = path.stat().st_size
+        except FileNotFoundError:  # a file renamed or removed while we walk
+            continue
+    return found
+
+
 def test_tmp_dir_is_inside_the_data_dir(api: Server) -> None:
-    assert Path(api.data_dir / "files" / "tmp").is_dir()
+    tmp = api.data_dir / "files" / "tmp"
+    assert tmp.is_dir()
+    # Find the bytes of an upload that is still being sent: they must be in a temp file under
+    # the data dir (same file system as the inputs, so the commit is a rename), not in /tmp.
+    data = os.urandom(600_000)
+    sent = 400_000
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/jobs?pipeline=probe HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/octet-stream\r\n"
+                     + f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:sent])
+        deadline = time.monotonic() + 10
+        found: dict[Path, int] = {}
+        while time.monotonic() < deadline:
+            found = _files_starting_with(api.data_dir, data[:100_000])
+            if found:
+                break
+            time.sleep(0.05)
+        elsewhere = sorted(str(p) for p in Path(tempfile.gettempdir()).glob("*.part"))
+        assert len(found) == 1, f"no in-flight upload under {api.data_dir}; /tmp has {elsewhere}"
+        ((part, size),) = found.items()
+        assert part.parent == tmp and part.name.endswith(".part"), part
+        assert size <= sent and part.read_bytes()[:size] == data[:size]  # our bytes, in order
+        sock.sendall(data[sent:])
+        answer = b""
+        while not answer.endswith(b"}") and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+    job_id = json.loads(answer.split(b"\r\n\r\n", 1)[1])["id"]
+    assert not part.exists()  # renamed into place on commit
+    assert (api.data_dir / "files" / "inputs" / job_id).read_bytes() == data

@@ -125,6 +125,40 @@ def test_health_readiness_metrics_and_openapi(api: Server) -> None:
     assert "multipart/form-data" in spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
 
 
+def _job_counts(srv: Server) -> dict[str, float]:
+    """``conveyor_jobs{state=...}`` samples parsed from the Prometheus text of /metrics."""
+    resp = httpx.get(f"{srv.url}/metrics")
+    assert resp.status_code == 200
+    counts: dict[str, float] = {}
+    for line in resp.text.splitlines():
+        if line.startswith('conveyor_jobs{state="'):
+            labels, _, value = line.rpartition(" ")
+            counts[labels.removeprefix('conveyor_jobs{state="').removesuffix('"}')] = float(value)
+    return counts
+
+
+def test_metrics_count_the_jobs_by_state(api: Server) -> None:
+    # The module's server is shared: let earlier tests' jobs settle, then compare deltas.
+    deadline = time.monotonic() + 30
+    before = _job_counts(api)
+    while before["queued"] + before["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+        before = _job_counts(api)
+    assert before["queued"] == before["running"] == 0, before
+    succeeded = [_submit(api, "noop") for _ in range(3)]
+    failed = _submit(api, "fail")
+    for job_id in succeeded:
+        assert api.wait_state(job_id)["state"] == "succeeded"
+    assert api.wait_state(failed)["state"] == "failed"
+    after = _job_counts(api)
+    assert after["succeeded"] - before["succeeded"] == 3, (before, after)
+    assert after["failed"] - before["failed"] == 1, (before, after)
+    assert after["queued"] == after["running"] == 0
+    assert after["cancelled"] == before["cancelled"]
+    listed = httpx.get(f"{api.url}/v1/jobs", params={"state": "succeeded", "limit": 500}).json()
+    assert after["succeeded"] == len(listed["items"]) >= 3
+
+
 def test_unknown_route_and_method_are_problems(api: Server) -> None:
     resp = httpx.get(f"{api.url}/v1/nothing")
     assert resp.status_code == 404 and resp.json()["code"] == "not_found"

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
 from tests.conftest import Server
 
 
-def _slow_upload(port: int, data: bytes, results: list[int], index: int) -> None:
+def _slow_upload(port: int, data: bytes, results: list[int], sent: list[int],
+                 index: int) -> None:
+    """Send ``data`` 64 KiB every 50 ms, counting body bytes in ``sent[index]``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(
@@ -24,11 +28,21 @@ def _slow_upload(port: int, data: bytes, results: list[int], index: int) -> None
             )
             for i in range(0, len(data), 65536):
                 sock.sendall(data[i : i + 65536])
+                sent[index] += len(data[i : i + 65536])
                 time.sleep(0.05)
             answer = sock.recv(65536)
             results[index] = int(answer.split(b" ", 2)[1]) if answer else -1
     except OSError:
         results[index] = -1
+
+
+def _holding_bytes(folder: Path) -> int:
+    """How many files in ``folder`` hold at least one byte (a file may vanish meanwhile)."""
+    count = 0
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            count += path.stat().st_size > 0
+    return count
 
 
 def test_sigkill_with_uploads_in_flight(server_factory: Callable[..., Server]) -> None:
@@ -40,15 +54,28 @@ def test_sigkill_with_uploads_in_flight(server_factory: Callable[..., Server]) -
         assert resp.status_code == 202
         acknowledged[resp.json()["id"]] = hashlib.sha256(data).hexdigest()
 
-    results = [0] * 20
+    size = 2_000_000
+    results, sent = [0] * 20, [0] * 20
     threads = [
-        threading.Thread(target=_slow_upload, args=(srv.port, os.urandom(2_000_000), results, i))
+        threading.Thread(target=_slow_upload, args=(srv.port, os.urandom(size), results, sent, i))
         for i in range(20)
     ]
     for thread in threads:
         thread.start()
-    time.sleep(0.6)
+    # Kill only once the uploads are really in flight: the server holds bytes of most of them
+    # in temp files, and no client has sent its whole body yet.
+    tmp = srv.data_dir / "files" / "tmp"
+    deadline = time.monotonic() + 10
+    receiving = 0
+    while time.monotonic() < deadline:
+        receiving = _holding_bytes(tmp)
+        if receiving >= 10 and min(sent) > 0:
+            break
+        time.sleep(0.02)
+    sent_at_kill = list(sent)
     srv.kill()  # the server, its workers, everything in its session
+    assert receiving >= 10, f"only {receiving} uploads reached the server before the kill"
+    assert all(0 < n < size for n in sent_at_kill), sent_at_kill  # all mid-body at the kill
     for thread in threads:
         thread.join(15)
     assert all(code != 202 for code in results), results  # none of them was acknowledged

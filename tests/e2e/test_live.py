@@ -20,8 +20,13 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def read_events(url: str, last_id: int | None = None, stop_after: int | None = None,
-                timeout: float = 30) -> list[dict[str, Any]]:
-    """Read an SSE stream; stop after ``stop_after`` events (a client that hangs up)."""
+                timeout: float = 30,
+                subscribed: threading.Event | None = None) -> list[dict[str, Any]]:
+    """Read an SSE stream; stop after ``stop_after`` events (a client that hangs up).
+
+    ``subscribed`` is set when the stream's first field (``retry:``) arrives: the server sends
+    it once it has subscribed, so anything committed afterwards reaches this reader.
+    """
     headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
     events: list[dict[str, Any]] = []
     current: dict[str, Any] = {}
@@ -35,6 +40,8 @@ def read_events(url: str, last_id: int | None = None, stop_after: int | None = N
                     if stop_after is not None and len(events) >= stop_after:
                         return events
                 current = {}
+            elif line.startswith("retry:") and subscribed is not None:
+                subscribed.set()
             elif line.startswith("id:"):
                 current["id"] = int(line[3:].strip())
             elif line.startswith("event:"):
@@ -75,11 +82,14 @@ def test_sse_resume_with_last_event_id_sees_every_event_once(
 def test_global_stream_is_live_and_resumable(server_factory: Callable[..., Server]) -> None:
     srv = server_factory(CONVEYOR_WORKERS="1")
     got: list[dict[str, Any]] = []
+    subscribed = threading.Event()
     reader = threading.Thread(
-        target=lambda: got.extend(read_events(f"{srv.url}/v1/events", stop_after=3))
+        target=lambda: got.extend(read_events(f"{srv.url}/v1/events", stop_after=3,
+                                              subscribed=subscribed))
     )
     reader.start()
-    time.sleep(0.5)
+    # The global stream starts "now": post only once the server has subscribed this reader.
+    assert subscribed.wait(20), "the event stream sent nothing"
     job_id = httpx.post(f"{srv.url}/v1/jobs?pipeline=noop", content=b"x").json()["id"]
     reader.join(20)
     assert [e["event"] for e in got] == ["job.queued", "job.started", "job.succeeded"]

@@ -18,6 +18,16 @@ def _events(engine: Engine, job_id: str) -> list[str]:
     return [e.type for e in engine.store.events.after(0, job_id=job_id)]
 
 
+def _started_by(engine: Engine) -> list[str]:
+    """The ``worker`` of every ``job.started`` event, oldest first."""
+    workers: list[str] = []
+    after = 0
+    while batch := engine.store.events.after(after, limit=500):
+        workers += [e.data["worker"] for e in batch if e.type == "job.started"]
+        after = batch[-1].id
+    return workers
+
+
 def test_sigkilled_worker_process_job_succeeds_on_next_attempt(engine: Engine) -> None:
     job_id = engine.add("mark", {"seconds": 2})
     proc = engine.worker(workers=1)
@@ -121,15 +131,23 @@ def test_cancel_queued_and_running_jobs(engine: Engine) -> None:
     assert _events(engine, running) == events
 
 
-def test_cooperative_cancel_stops_quickly(engine: Engine) -> None:
-    job_id = engine.add("sleep", {"seconds": 60, "steps": 600})
-    engine.worker(workers=1)
+def test_cooperative_cancel_stops_quickly(engine: Engine, tmp_path: Path) -> None:
+    cleanup = tmp_path / "cleanup"
+    job_id = engine.add("sleep", {"seconds": 60, "steps": 600, "cleanup": str(cleanup)})
+    proc = engine.worker(workers=1)
     _running(engine, job_id)
+    (pid,) = engine.worker_pids(proc)
     engine.store.jobs.request_cancel(job_id)
     started = time.monotonic()
     job = engine.wait(job_id, timeout=20)
     assert job.state.value == "cancelled"
     assert time.monotonic() - started < 3
+    # The processor saw the cancel and ran its own cleanup (a forced kill after the 1 s grace
+    # period would also meet the bound above) ...
+    assert cleanup.is_file(), f"the processor did not stop by itself:\n{engine.logs()}"
+    assert cleanup.read_text() == f"{pid}\n"
+    # ... and no kill came: the same worker process is alive, not a replacement.
+    assert engine.worker_pids(proc) == [pid]
 
 
 def test_two_worker_commands_never_run_an_attempt_twice(engine: Engine, tmp_path: Path) -> None:
@@ -146,7 +164,15 @@ def test_two_worker_commands_never_run_an_attempt_twice(engine: Engine, tmp_path
     assert len(runs) == len(set(runs)) == 300
     assert {r.split("-")[0] for r in runs} == set(ids)
     pids = {name.rsplit("-", 1)[1] for name in names}
-    assert len(pids) >= 2  # both commands did work
+    assert len(pids) >= 2
+    # Both commands did work: every attempt's job.started event names its worker
+    # "<node>-<supervisor pid>-w<n>-<generation>" (the node name may hold dashes).
+    supervisors: dict[int, int] = {}
+    for worker in _started_by(engine):
+        pid = int(worker.rsplit("-", 3)[1])
+        supervisors[pid] = supervisors.get(pid, 0) + 1
+    assert sum(supervisors.values()) == 300
+    assert set(supervisors) == {a.pid, b.pid}, supervisors
 
 
 def test_sigterm_releases_running_job_to_another_worker(engine: Engine) -> None:

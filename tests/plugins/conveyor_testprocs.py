@@ -21,6 +21,9 @@ class SleepOptions(BaseModel):
     #: Check ctx.cancelled() while sleeping (a cooperative processor) or not.
     cooperative: bool = True
     steps: int = 10
+    #: A file the processor writes (its pid) when it stops on a cancel it saw itself: proof
+    #: that it ended by its own cleanup, not by the supervisor's kill after the grace period.
+    cleanup: str = ""
 
 
 @processor("sleep", options=SleepOptions, description="Sleep, reporting progress")
@@ -28,6 +31,8 @@ def sleep(ctx: Context) -> dict[str, float]:
     opts: SleepOptions = ctx.options
     for i in range(opts.steps):
         if opts.cooperative and ctx.cancelled():
+            if opts.cleanup:
+                Path(opts.cleanup).write_text(f"{os.getpid()}\n")
             raise ProcessorError("cancelled", "stopped on request")
         time.sleep(opts.seconds / opts.steps)
         ctx.progress((i + 1) / opts.steps, f"step {i + 1}/{opts.steps}")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from conveyor.errors import ProcessorError
 from conveyor.testing import run_isolated
+from tests.conftest import need_module
 
 from .conftest import MESSY_CSV, Run, make_zip, png_bomb, raw_pdf, save_jpeg, stream
 
@@ -250,7 +251,7 @@ def test_latin1_csv_keeps_accents(run: Run, tmp_path: Path) -> None:
 )
 def test_empty_file(run: Run, tmp_path: Path, name: str, filename: str) -> None:
     if name == "media":
-        pytest.importorskip("av")
+        need_module("av", "the media processor decodes with PyAV")
     src = tmp_path / filename
     src.write_bytes(b"")
     assert code_of(run, name, src) == "empty_file"

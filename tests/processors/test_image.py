@@ -55,6 +55,63 @@ def test_exif_orientation_applied_and_metadata_stripped(run: Run, tmp_path: Path
         assert "exif" not in im.info
 
 
+# Where the stored image's top-left (red) and top-right (green) corners are seen once the EXIF
+# orientation is applied, from the EXIF 2.32 table ("row 0 is at the visual ..., column 0 at
+# the visual ..."), written out by hand rather than computed with Pillow.
+_SEEN_AT = {
+    1: {"red": "top-left", "green": "top-right"},
+    2: {"red": "top-right", "green": "top-left"},
+    3: {"red": "bottom-right", "green": "bottom-left"},
+    4: {"red": "bottom-left", "green": "bottom-right"},
+    5: {"red": "top-left", "green": "bottom-left"},
+    6: {"red": "top-right", "green": "bottom-right"},
+    7: {"red": "bottom-right", "green": "top-right"},
+    8: {"red": "bottom-left", "green": "top-left"},
+}
+_COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "grey": (90, 90, 110)}
+
+
+def _marked_jpeg(path: Path, orientation: int) -> Path:
+    """A 400x200 grey JPEG, red block in the stored top-left corner, green in the top-right."""
+    im = Image.new("RGB", (400, 200), _COLOURS["grey"])
+    im.paste(_COLOURS["red"], (0, 0, 80, 80))
+    im.paste(_COLOURS["green"], (320, 0, 400, 80))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    im.save(path, format="JPEG", quality=95, exif=exif.tobytes())
+    return path
+
+
+def _corner_colours(im: Image.Image) -> dict[str, str]:
+    """The named colour nearest to the pixel a few pixels in from each corner."""
+    rgb = im.convert("RGB")
+    w, h = rgb.size
+    points = {"top-left": (4, 4), "top-right": (w - 5, 4), "bottom-left": (4, h - 5),
+              "bottom-right": (w - 5, h - 5)}
+    seen = {}
+    for corner, xy in points.items():
+        pixel = rgb.getpixel(xy)
+        assert isinstance(pixel, tuple)
+        seen[corner] = min(_COLOURS, key=lambda name: sum(
+            (a - b) ** 2 for a, b in zip(pixel, _COLOURS[name], strict=True)))
+    return seen
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_moves_the_pixels(run: Run, tmp_path: Path, orientation: int) -> None:
+    src = _marked_jpeg(tmp_path / f"o{orientation}.jpg", orientation)
+    out = run("image", src, {"sizes": [100], "format": "png"})
+    swapped = orientation >= 5
+    assert (out.result["width"], out.result["height"]) == ((200, 400) if swapped else (400, 200))
+    expected = {corner: "grey" for corner in ("top-left", "top-right", "bottom-left",
+                                              "bottom-right")}
+    for colour, corner in _SEEN_AT[orientation].items():
+        expected[corner] = colour
+    with Image.open(out.artifacts["w100.png"]) as im:
+        assert im.size == ((100, 200) if swapped else (100, 50))
+        assert _corner_colours(im) == expected
+
+
 def test_keep_metadata_keeps_exif_with_upright_orientation(run: Run, tmp_path: Path) -> None:
     src = save_jpeg(tmp_path / "rot.jpg", 400, 200, {0x0112: 6, 0x010F: "Canon"})
     out = run("image", src, {"sizes": [100], "format": "jpeg", "keep_metadata": True})

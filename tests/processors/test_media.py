@@ -8,10 +8,12 @@ import pytest
 from PIL import Image
 
 from conveyor.errors import ProcessorError
+from tests.conftest import need_module
 
 from .conftest import Run
 
-av = pytest.importorskip("av")
+# PyAV comes with the ``dev`` extra (and ``media`` for users): under CI its absence fails.
+av = need_module("av", "the media processor decodes with PyAV")
 
 
 def make_video(path: Path, seconds: int = 3, fps: int = 10) -> Path:

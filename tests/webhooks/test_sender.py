@@ -26,6 +26,7 @@ from conveyor.webhooks import signing
 from conveyor.webhooks.schedule import classify
 from conveyor.webhooks.sender import DeliveryOutcome, send
 from conveyor.webhooks.ssrf import AllowList, Target, check_url
+from tests.conftest import need_service
 
 SECRET = signing.generate_secret()
 LOOPBACK = AllowList.parse("127.0.0.0/8")
@@ -253,7 +254,7 @@ def test_only_checked_addresses_are_contacted(receiver: Receiver) -> None:
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
+        need_service("the openssl command", "it makes the test certificate (.ci/run installs it)")
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
