@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 from conveyor.errors import ProcessorError
+from conveyor.processors.csv_repair import frame
 from conveyor.processors.table import Dialect, detect_encoding, sniff_dialect
 
 from .conftest import MESSY_CSV, Run, xlsx
@@ -172,3 +173,41 @@ def test_header_option_overrides_detection(run: Run, tmp_path: Path) -> None:
     assert run("table", src).result["rows"] == 1
     out = run("table", src, {"header": False})
     assert out.result["rows"] == 2 and out.result["dialect"]["header"] is False
+
+
+def test_an_unclosed_quote_rejects_one_line_and_keeps_the_rest(run: Run, tmp_path: Path) -> None:
+    lines = ["id,name,amount"] + [f"{i},name{i},{i * 1.5}" for i in range(1000)]
+    lines[500] = '499,"unclosed name,748.5'  # line 501 of the file
+    lines[800] = "799,name799,1198.5,surplus"  # a ragged row later on: rejected by DuckDB
+    src = tmp_path / "bad.csv"
+    src.write_text("\n".join(lines) + "\n")
+    out = run("table", src)
+    assert out.result["rows"] == 998 and out.result["rejected"] == 2
+    ids = [row[0] for row in rows_of(out.artifacts["data.parquet"])]
+    assert 499 not in ids and 799 not in ids and len(set(ids)) == 998
+    with open(out.artifacts["rejects.csv"], newline="") as fh:
+        rejects = list(csv.DictReader(fh))
+    assert [(r["line"], r["original_line"]) for r in rejects] == [
+        ("501", '499,"unclosed name,748.5'), ("801", "799,name799,1198.5,surplus")]
+    assert rejects[0]["error"] == "unclosed quote"
+
+
+@pytest.mark.parametrize(("lines", "kept", "rejected"), [
+    (['a,b', '1,"x', 'y",2', '3,4'], [[1], [2, 3], [4]], []),  # a quoted newline is one record
+    (['a,b', '1,"x', '3,4'], [[1], [3]], [2]),  # never closed: only its first line goes
+    (['a,"""q""",c', '"', '5,6'], [[1], [3]], [2]),  # doubled quotes balance
+])
+def test_framing_rules(lines: list[str], kept: list[list[int]], rejected: list[int]) -> None:
+    groups = list(frame(enumerate(lines, start=1), '"', '"'))
+    assert [[n for n, _ in g] for ok, g in groups if ok] == kept
+    assert [g[0][0] for ok, g in groups if not ok] == rejected
+
+
+def test_table_errors_shown_to_users_are_one_short_line(run: Run, tmp_path: Path) -> None:
+    src = tmp_path / "broken.json"
+    src.write_bytes(b'{"a": 1}\n{"a": ')
+    with pytest.raises(ProcessorError) as err:
+        run("table", src, {"format": "ndjson"})
+    assert err.value.code == "bad_table"
+    assert "\n" not in err.value.message and str(tmp_path) not in err.value.message
+    assert "SELECT" not in err.value.message and len(err.value.message) <= 330

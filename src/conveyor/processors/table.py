@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ProcessorError
 from conveyor.processors.base import Context
+from conveyor.processors.csv_repair import repair
 from conveyor.processors.registry import processor
 
 if TYPE_CHECKING:
@@ -244,10 +245,7 @@ def table(ctx: Context) -> dict[str, Any]:
     try:
         ctx.progress(0.05, f"reading {kind}")
         if kind in ("csv", "tsv"):
-            args, extra = _csv_args(ctx, kind, opts)
-            info.update(extra)
-            rows = _copy_csv(con, args, out)
-            rejects = _rejects(con)
+            rows, rejects = _read_csv(ctx, con, kind, opts, out, info)
         elif kind in ("json", "ndjson"):
             fmt = "newline_delimited" if kind == "ndjson" else "auto"
             rows = _copy(con, f"read_json({_q(str(ctx.input_path))}, format={_q(fmt)})", out)
@@ -266,7 +264,8 @@ def table(ctx: Context) -> dict[str, Any]:
             raise ProcessorError("bad_table", "no columns found")
         profile = _profile(con, out, schema, rows, opts.top_values)
     except duckdb.Error as exc:
-        raise ProcessorError("bad_table", f"cannot read the table: {exc}") from None
+        ctx.logger.warning("DuckDB refused the table: %s", exc)
+        raise ProcessorError("bad_table", f"cannot read the table: {short_error(exc)}") from None
     finally:
         con.close()
     with ctx.artifact("profile.json", "application/json") as fh:
@@ -285,7 +284,42 @@ def table(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _csv_args(ctx: Context, kind: str, opts: TableOptions) -> tuple[list[str], dict[str, Any]]:
+def short_error(exc: BaseException) -> str:
+    """The first line of a library's error, without file paths: what a user may see."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return _PATH.sub("<file>", first)[:300]
+
+
+_PATH = re.compile(r"(['\"]?)/[^\s'\"]+\1")
+
+
+def _read_csv(ctx: Context, con: duckdb.DuckDBPyConnection, kind: str, opts: TableOptions,
+              out: Path, info: dict[str, Any]) -> tuple[int, list[tuple[int, str, str]]]:
+    """Rows written and rejected lines. A line no reader can frame (an unclosed quote) is set
+    apart first, so one bad line never fails the whole file."""
+    import duckdb
+
+    args, extra, path, dialect = _csv_args(ctx, kind, opts)
+    info.update(extra)
+    try:
+        return _copy_csv(con, args, out), _rejects(con)
+    except duckdb.Error:
+        repaired = repair(path, ctx.work_dir / "framed.csv", dialect.quote, dialect.escape)
+        if not repaired.rejected:
+            raise
+    con.execute("DROP TABLE IF EXISTS reject_errors")
+    con.execute("DROP TABLE IF EXISTS reject_scans")
+    args[0] = _q(str(ctx.work_dir / "framed.csv"))
+    rows = _copy_csv(con, args, out)
+    original = repaired.line_numbers
+    rejects = [(original[line - 1] if 0 < line <= len(original) else line, err, raw)
+               for line, err, raw in _rejects(con)]
+    return rows, sorted(rejects + repaired.rejected)
+
+
+def _csv_args(
+    ctx: Context, kind: str, opts: TableOptions
+) -> tuple[list[str], dict[str, Any], Path, Dialect]:
     encoding = detect_encoding(ctx.input_path)
     path = ctx.input_path
     if encoding not in ("utf-8", "utf-8-sig"):
@@ -306,7 +340,7 @@ def _csv_args(ctx: Context, kind: str, opts: TableOptions) -> tuple[list[str], d
     ]
     if opts.all_varchar:
         args.append("all_varchar=true")
-    return args, {"encoding": encoding, "dialect": asdict(dialect)}
+    return args, {"encoding": encoding, "dialect": asdict(dialect)}, path, dialect
 
 
 def _copy_csv(con: duckdb.DuckDBPyConnection, args: list[str], out: Path) -> int:
