@@ -64,6 +64,7 @@ def serve(
     import uvicorn
 
     from conveyor.api import create_app
+    from conveyor.api.protocol import protocol_class
 
     _logging()
     settings = _settings(processors, workers)
@@ -76,6 +77,7 @@ def serve(
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         access_log=access_log,
         h11_max_incomplete_event_size=64 * 1024,
+        http=protocol_class(),  # the parser's own 400s as problem+json too
     )
 
 

@@ -260,3 +260,25 @@ def test_framework_errors_are_problems(api: Server) -> None:
                          (httpx.delete(f"{api.url}/v1/pipelines"), 405)):
         assert resp.status_code == status, resp.text
         assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n",
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /v1/jobs?x=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"FOO /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["request-line", "header", "content-length", "cl-and-te", "70kb-url", "method"],
+)
+def test_requests_the_parser_refuses_are_problems(api: Server, request_bytes: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        status, headers, body = _answer(sock)
+    assert status == 400 and headers["content-type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["code"] == "bad_request" and problem["status"] == 400
