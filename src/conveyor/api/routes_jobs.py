@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect
 from ulid import ULID
 
 from conveyor.api.services import Services, services
+from conveyor.api.upload_doc import UPLOAD_DOC
 from conveyor.api.views import DeliveryOut, JobOut, JobPage, iso, job_view
 from conveyor.errors import (
     BadParameter,
@@ -22,8 +23,6 @@ from conveyor.errors import (
     UploadInFlight,
 )
 from conveyor.ingest.params import (
-    BOUNDS,
-    FIELDS,
     JobParams,
     clean_filename,
     parse_content_disposition_filename,
@@ -43,58 +42,6 @@ Svc = Annotated[Services, Depends(services)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: problem_schema() for s in (400, 404, 409, 410, 413, 422)
 }
-
-_PARAM_DOC = {
-    "pipeline": ("string", "the pipeline (default `auto`: routed by the sniffed type)"),
-    "options": ("string", "the pipeline's options: a JSON object"),
-    "webhook_url": ("string", "POSTed to on the job's terminal event"),
-    "priority": ("integer", "higher runs first"),
-    "max_attempts": ("integer", "attempts before the job fails"),
-    "timeout_s": ("number", "seconds an attempt may run"),
-    "filename": ("string", "the file's name (raw body only; multipart names the part)"),
-}
-
-
-def _param_schema(name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": _PARAM_DOC[name][0], "description": _PARAM_DOC[name][1]}
-    if name in BOUNDS:
-        schema["minimum"], schema["maximum"] = BOUNDS[name]
-    return schema
-
-
-_UPLOAD_DOC: dict[str, Any] = {
-    # The raw-body form's parameters (a multipart upload sends them as parts instead).
-    "parameters": [
-        {"name": name, "in": "query", "required": False, "schema": _param_schema(name),
-         "description": "raw body only: " + _PARAM_DOC[name][1]}
-        for name in FIELDS
-    ],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        **{n: _param_schema(n) for n in FIELDS if n != "filename"},
-                    },
-                },
-                # Text parts sent before the file are checked as they arrive.
-                "encoding": {"file": {"contentType": "application/octet-stream"}},
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "Any non-multipart body is the file itself; parameters go in "
-                "the query string. An empty body with no `filename` (query or "
-                "Content-Disposition) is not a file: 422 no_file.",
-            },
-        },
-    }
-}
-
 
 def _validate(svc: Services, params: JobParams) -> tuple[str, Any]:
     return params.pipeline, svc.registry.validate(params.pipeline, params.options)
@@ -157,7 +104,7 @@ class _EarlyCheck:
     response_model=JobOut,
     responses={200: {"description": "the job created earlier with this Idempotency-Key"},
                **_ERRORS},
-    openapi_extra=_UPLOAD_DOC,
+    openapi_extra=UPLOAD_DOC,
     summary="Upload a file and create a job",
 )
 async def create_job(
@@ -411,6 +358,3 @@ async def list_deliveries(job_id: str, svc: Svc) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
-
-
-
