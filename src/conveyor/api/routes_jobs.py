@@ -112,11 +112,22 @@ async def create_job(
     svc: Svc,
     idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
 ) -> Response:
+    if not idempotency_key:
+        return await _create(request, svc, None)
+    # Check and mark in one step (no await between): two uploads with one key, one runs.
+    if idempotency_key in svc.uploading:
+        raise UploadInFlight("the first upload with this Idempotency-Key is still running")
+    svc.uploading.add(idempotency_key)
+    try:
+        return await _create(request, svc, idempotency_key)
+    finally:
+        svc.uploading.discard(idempotency_key)
+
+
+async def _create(request: Request, svc: Services, idempotency_key: str | None) -> Response:
     settings = svc.settings
     previous: Job | None = None
     if idempotency_key:
-        if idempotency_key in svc.uploading:
-            raise UploadInFlight("the first upload with this Idempotency-Key is still running")
         previous = await to_thread.run_sync(svc.store.find_by_idempotency_key, idempotency_key)
         if previous is not None and tombstoned_or_expired(previous):
             raise JobGone(f"job {previous.id}, made with this Idempotency-Key, expired or was "
@@ -147,8 +158,6 @@ async def create_job(
     elif query:
         raise BadParameter("multipart uploads take parameters as form fields")
 
-    if idempotency_key:
-        svc.uploading.add(idempotency_key)
     temp = svc.storage.temp()
     try:
         try:
@@ -182,9 +191,6 @@ async def create_job(
     except BaseException:
         temp.abort()
         raise
-    finally:
-        if idempotency_key:
-            svc.uploading.discard(idempotency_key)
     if created:
         svc.count("uploads_accepted")
         svc.count("upload_bytes", got.size)
