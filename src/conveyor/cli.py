@@ -64,7 +64,7 @@ def serve(
     import uvicorn
 
     from conveyor.api import create_app
-    from conveyor.api.limits import HeadLimits, guarded_protocol
+    from conveyor.api.protocol import HeadLimits, protocol_class
 
     _logging()
     settings = _settings(processors, workers)
@@ -76,7 +76,7 @@ def serve(
         log_level=os.environ.get("CONVEYOR_LOG_LEVEL", "info").lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         access_log=access_log,
-        http=guarded_protocol(HeadLimits(
+        http=protocol_class(HeadLimits(
             header_timeout_s=settings.header_timeout_s,
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,

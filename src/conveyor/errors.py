@@ -1,14 +1,32 @@
 """conveyor's exceptions.
 
+Domain code raises these; only :mod:`conveyor.problems` turns them into HTTP answers (one table,
+exception type -> status, the stable ``code`` taken from the exception).
+
 ::
 
     ConveyorError
     ├── ProcessorError          a processor refuses or fails a job (carries a stable ``code``)
-    ├── JobNotFound             an id that never existed
-    ├── JobGone                 an id that expired or was deleted
-    ├── JobConflict             the job is in a state that forbids the request
+    ├── JobNotFound             an id that never existed                         404 not_found
+    ├── JobGone                 an id that expired or was deleted                410 gone
+    ├── JobConflict             the job is in a state that forbids the request   409 conflict
+    │   └── UploadInFlight      an Idempotency-Key whose first upload is still running
+    ├── IdempotencyKeyReused    the key was used before for a different request  422
+    ├── BadEventId              a Last-Event-ID / ``after`` out of range         400 bad_event_id
+    ├── UploadError             an upload is refused (carries a stable ``code``)
+    │   ├── MalformedBody       400 malformed_body, too_many_files, too_many_fields,
+    │   │                           field_too_large, bad_request
+    │   ├── UploadAborted       400 bad_request: the client went away mid-upload
+    │   ├── TooLarge            413 too_large
+    │   ├── NoFile              422 no_file: no file part, or no body at all
+    │   └── BadParameter        422 bad_parameter: a parameter is unknown or out of range
+    │       ├── InvalidOptions  422 bad_options: options are not a JSON object we take
+    │       └── BadWebhookUrl   422 bad_webhook_url
     ├── LeaseLost               a worker's lease token no longer matches (a newer attempt owns it)
     └── ClientError             the Python client got a problem+json answer
+
+The registry's ``UnknownPipeline`` (422 unknown_pipeline) and ``BadOptions`` (422 bad_options)
+live in :mod:`conveyor.processors.registry` and are mapped by the same table.
 """
 
 from __future__ import annotations
@@ -16,6 +34,9 @@ from __future__ import annotations
 
 class ConveyorError(Exception):
     """Base of every conveyor exception."""
+
+    #: The stable error code an API client sees (see ``conveyor.problems.CODES``).
+    code: str = "internal_error"
 
 
 class ProcessorError(ConveyorError):
@@ -32,15 +53,90 @@ class ProcessorError(ConveyorError):
 
 
 class JobNotFound(ConveyorError):
-    pass
+    """No job has that id (for this caller)."""
+
+    code = "not_found"
 
 
 class JobGone(ConveyorError):
-    pass
+    """The job existed but expired or was deleted."""
+
+    code = "gone"
 
 
 class JobConflict(ConveyorError):
-    pass
+    """The job's state forbids the request (cancel a finished job, retry a running one)."""
+
+    code = "conflict"
+
+
+class UploadInFlight(JobConflict):
+    """The first request with this Idempotency-Key is still uploading (in this process)."""
+
+
+class IdempotencyKeyReused(ConveyorError):
+    """The Idempotency-Key names a job made from a different request (file, pipeline, options)."""
+
+    code = "idempotency_key_reused"
+
+
+class BadEventId(ConveyorError):
+    """An event id (``Last-Event-ID`` or ``after``) outside 0..2**63-1."""
+
+    code = "bad_event_id"
+
+
+class UploadError(ConveyorError):
+    """An upload refused for what the client sent; ``code`` may name the precise reason."""
+
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class MalformedBody(UploadError):
+    """The body cannot be parsed, is cut short, or breaks a framing limit."""
+
+    code = "malformed_body"
+
+
+class UploadAborted(UploadError):
+    """The client disconnected before the body ended."""
+
+    code = "bad_request"
+
+
+class TooLarge(UploadError):
+    """The upload passed the size limit (nothing of it is kept)."""
+
+    code = "too_large"
+
+
+class NoFile(UploadError):
+    """There is no file: no ``file`` part, or no request body at all."""
+
+    code = "no_file"
+
+
+class BadParameter(UploadError):
+    """A parameter is unknown, not a number, or out of range."""
+
+    code = "bad_parameter"
+
+
+class InvalidOptions(BadParameter):
+    """``options`` is not a JSON object the server will take (syntax, type, depth, size)."""
+
+    code = "bad_options"
+
+
+class BadWebhookUrl(BadParameter):
+    """The webhook URL is not allowed (scheme, or a private address)."""
+
+    code = "bad_webhook_url"
 
 
 class LeaseLost(ConveyorError):

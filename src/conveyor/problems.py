@@ -1,4 +1,10 @@
-"""RFC 9457 problem+json errors with stable ``code`` values."""
+"""RFC 9457 problem+json errors with stable ``code`` values.
+
+This is the only place where a domain error becomes an HTTP answer: :data:`STATUS` maps each
+exception type (:mod:`conveyor.errors`, the registry's) to a status, and the code comes from the
+exception. Routes raise domain errors and never catch them to re-raise a :class:`Problem`;
+:class:`Problem` is for what only the HTTP layer knows (readiness, downloads, headers).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,19 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
+
+from conveyor import errors
+from conveyor.processors.registry import BadOptions, UnknownPipeline
 
 PROBLEM = "application/problem+json"
 
 #: Every code the API answers with, and what it means (the OpenAPI document lists them).
 CODES: dict[str, str] = {
     "bad_request": "the request is malformed (parameters, headers or body)",
+    "bad_event_id": "Last-Event-ID or `after` is not an event id (0 to 2**63-1)",
     "malformed_body": "the multipart body could not be parsed (or was cut short)",
     "no_file": "the multipart body has no file part named `file`",
     "too_many_files": "the multipart body has more than one file part",
@@ -26,7 +37,10 @@ CODES: dict[str, str] = {
     "bad_webhook_url": "the webhook URL is not allowed (scheme, or a private address)",
     "not_found": "no such job or artifact",
     "gone": "the job expired or was deleted",
-    "conflict": "the job's state does not allow this",
+    "conflict": "the job's state does not allow this (or the first upload with this "
+    "Idempotency-Key is still running)",
+    "idempotency_key_reused": "the Idempotency-Key was used for a different request "
+    "(file, pipeline or options)",
     "range_not_satisfiable": "the requested byte range is outside the file",
     "method_not_allowed": "the method is not allowed on this path",
     "not_ready": "the database, storage or workers are not available",
@@ -53,7 +67,49 @@ _TITLES = {
 }
 
 
+#: Domain error -> HTTP status. A subclass not listed takes its nearest listed base's status;
+#: a ConveyorError with none (LeaseLost reaching a route) is a bug: 500.
+STATUS: dict[type[Exception], int] = {
+    errors.MalformedBody: 400,
+    errors.UploadAborted: 400,
+    errors.BadEventId: 400,
+    errors.JobNotFound: 404,
+    errors.JobConflict: 409,
+    errors.JobGone: 410,
+    errors.TooLarge: 413,
+    errors.NoFile: 422,
+    errors.BadParameter: 422,
+    errors.IdempotencyKeyReused: 422,
+    UnknownPipeline: 422,
+    BadOptions: 422,
+}
+
+#: Codes of the mapped exceptions that do not carry one (the registry's are plain exceptions).
+_DEFAULT_CODES: dict[type[Exception], str] = {
+    UnknownPipeline: "unknown_pipeline",
+    BadOptions: "bad_options",
+}
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status for a domain error (500 for anything :data:`STATUS` does not know)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def code_of(exc: BaseException) -> str:
+    for cls in type(exc).__mro__:
+        if cls in _DEFAULT_CODES:
+            return _DEFAULT_CODES[cls]
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) and code in CODES else "internal_error"
+
+
 class Problem(Exception):
+    """An HTTP answer decided by the HTTP layer itself (domain code raises conveyor.errors)."""
+
     def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         assert code in CODES, code
@@ -98,7 +154,46 @@ def problem_schema() -> dict[str, Any]:
     }
 
 
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts on this path (Starlette's 405 names the first route's).
+
+    Each route is asked whether it fully matches the path with each method, so routers
+    included with a prefix count too, whatever the framework's internal route types are.
+    """
+    found: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Mount):
+            continue  # static files answer every method themselves
+        for method in _METHOD_ORDER:
+            match, _child = route.matches({**request.scope, "method": method})
+            if match is Match.FULL:
+                found.add(method)
+    if "GET" in found:
+        found.add("HEAD")  # conveyor.api.head answers HEAD for every GET route
+    if found:
+        found.add("OPTIONS")
+    return [m for m in _METHOD_ORDER if m in found]
+
+
 def install(app: FastAPI) -> None:
+    """Answer every error as problem+json: domain errors, validation, 404/405, bugs."""
+
+    async def _domain(_request: Request, exc: Exception) -> JSONResponse:
+        status = status_of(exc)
+        if status == 500:
+            return await _bug(_request, exc)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, BadOptions):
+            extra["errors"] = exc.errors
+        return problem_response(status, code_of(exc), str(exc) or code_of(exc), **extra)
+
+    handled: list[type[Exception]] = [errors.ConveyorError, *STATUS]
+    for exc_type in handled:
+        app.add_exception_handler(exc_type, _domain)
+
     @app.exception_handler(Problem)
     async def _problem(_request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.code, exc.detail, **exc.extra)
@@ -112,11 +207,19 @@ def install(app: FastAPI) -> None:
         return problem_response(422, "bad_parameter", detail or "invalid request", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        headers = dict(exc.headers) if exc.headers else None
-        return problem_response(exc.status_code, code, str(exc.detail), headers=headers)
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            allow = ", ".join(allowed_methods(request))
+            headers["Allow"] = allow
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
+            detail = f"{request.method} is not allowed here (allowed: {allow})"
+            return problem_response(405, code, detail, headers=headers)
+        return problem_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
-    @app.exception_handler(Exception)
     async def _bug(_request: Request, exc: Exception) -> JSONResponse:
         return problem_response(500, "internal_error", f"{type(exc).__name__}")
+
+    app.add_exception_handler(Exception, _bug)

@@ -206,12 +206,15 @@ def test_too_many_form_fields(api: Server) -> None:
 
 
 def test_idempotency_key_returns_the_first_job(api: Server) -> None:
+    # The same request again (API.md): the first job, 200; a different one: see test_contract.
     headers = {"Idempotency-Key": "order-42"}
     first = httpx.post(f"{api.url}/v1/jobs?pipeline=probe", content=b"one", headers=headers)
-    second = httpx.post(f"{api.url}/v1/jobs?pipeline=probe", content=b"two", headers=headers)
+    inputs = _inputs(api)
+    second = httpx.post(f"{api.url}/v1/jobs?pipeline=probe", content=b"one", headers=headers)
     assert first.status_code == 202 and second.status_code == 200
     assert second.json()["id"] == first.json()["id"]
     assert second.json()["input"]["sha256"] == hashlib.sha256(b"one").hexdigest()
+    assert _inputs(api) == inputs and _leftovers(api) == []  # the replay kept no copy
 
 
 def test_unreadable_multipart_boundary(api: Server) -> None:

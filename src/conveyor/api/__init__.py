@@ -15,9 +15,11 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from conveyor import __version__, problems
-from conveyor.api.events import EventHub
+from conveyor.api import docs
+from conveyor.api.body_timeout import BodyIdleTimeout
 from conveyor.api.events import router as events_router
-from conveyor.api.limits import BodyIdleTimeout
+from conveyor.api.head import HeadAsGet
+from conveyor.api.hub import EventHub
 from conveyor.api.maintenance import retention_loop, startup_sweep
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
@@ -96,8 +98,12 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # conveyor.api.docs serves /docs with local assets
+        redoc_url=None,
     )
     problems.install(app)
+    docs.install(app)
+    app.add_middleware(HeadAsGet, router=app.router)
     app.add_middleware(BodyIdleTimeout, idle_s=settings.body_idle_timeout_s)
     app.include_router(jobs_router)
     app.include_router(events_router)

@@ -11,8 +11,17 @@ from starlette.requests import ClientDisconnect
 from ulid import ULID
 
 from conveyor.api.services import Services, services
+from conveyor.api.upload_doc import UPLOAD_DOC
 from conveyor.api.views import DeliveryOut, JobOut, JobPage, iso, job_view
-from conveyor.errors import JobConflict, JobNotFound
+from conveyor.errors import (
+    BadParameter,
+    BadWebhookUrl,
+    IdempotencyKeyReused,
+    JobGone,
+    NoFile,
+    UploadAborted,
+    UploadInFlight,
+)
 from conveyor.ingest.params import (
     JobParams,
     clean_filename,
@@ -22,10 +31,9 @@ from conveyor.ingest.params import (
 from conveyor.ingest.stream import Received, receive_multipart, receive_raw
 from conveyor.models import JobState
 from conveyor.problems import Problem, problem_schema
-from conveyor.processors.registry import BadOptions, UnknownPipeline
 from conveyor.processors.sniff import sniff
 from conveyor.storage import input_key
-from conveyor.store import NewJob
+from conveyor.store import Job, NewJob, tombstoned_or_expired
 from conveyor.webhooks.ssrf import AllowList, UnsafeUrl, check_url
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -35,44 +43,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     s: problem_schema() for s in (400, 404, 409, 410, 413, 422)
 }
 
-_UPLOAD_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "pipeline": {"type": "string", "default": "auto"},
-                        "options": {"type": "string", "description": "a JSON object"},
-                        "webhook_url": {"type": "string"},
-                        "priority": {"type": "integer"},
-                        "max_attempts": {"type": "integer"},
-                        "timeout_s": {"type": "number"},
-                    },
-                }
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "Any non-multipart body is the file itself; parameters go in "
-                "the query string (pipeline, options, webhook_url, priority, max_attempts, "
-                "timeout_s, filename).",
-            },
-        },
-    }
-}
-
-
 def _validate(svc: Services, params: JobParams) -> tuple[str, Any]:
-    try:
-        options = svc.registry.validate(params.pipeline, params.options)
-    except UnknownPipeline as exc:
-        raise Problem(422, "unknown_pipeline", str(exc)) from None
-    except BadOptions as exc:
-        raise Problem(422, "bad_options", str(exc), errors=exc.errors) from None
-    return params.pipeline, options
+    return params.pipeline, svc.registry.validate(params.pipeline, params.options)
 
 
 async def _check_webhook(svc: Services, url: str | None) -> None:
@@ -82,7 +54,48 @@ async def _check_webhook(svc: Services, url: str | None) -> None:
     try:
         await to_thread.run_sync(lambda: check_url(url, allow=allow))
     except UnsafeUrl as exc:
-        raise Problem(422, "bad_webhook_url", str(exc)) from None
+        raise BadWebhookUrl(str(exc)) from None
+
+
+def _no_body(request: Request, query: dict[str, str]) -> bool:
+    """A raw request with no body and no file name is no upload (a named empty file is one)."""
+    if "transfer-encoding" in request.headers:
+        return False
+    if int(request.headers.get("content-length") or 0) != 0:
+        return False
+    return not query.get("filename") and "content-disposition" not in request.headers
+
+
+def _same_request(job: Job, pipeline: str, options: Any, sha256: str | None = None,
+                  size: int | None = None) -> None:
+    """Idempotency: refuse a key that made ``job`` from a different request."""
+    if (job.pipeline != pipeline or job.options != options
+            or (sha256 is not None and job.input_sha256 != sha256)
+            or (size is not None and job.input_size != size)):
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key was used for job {job.id}, made from a different request"
+        )
+
+
+class _EarlyCheck:
+    """Checks the multipart text parts sent before the file, when the file part begins."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.webhooks: set[str] = set()
+
+    async def __call__(self, fields: dict[str, str]) -> None:
+        params = parse_params(fields)
+        if "pipeline" in fields:
+            self.svc.registry.pipeline(params.pipeline)
+            if "options" in fields:
+                _validate(self.svc, params)
+        await self.webhook(params.webhook_url)
+
+    async def webhook(self, url: str | None) -> None:
+        if url is not None and url not in self.webhooks:
+            await _check_webhook(self.svc, url)
+            self.webhooks.add(url)
 
 
 @router.post(
@@ -91,7 +104,7 @@ async def _check_webhook(svc: Services, url: str | None) -> None:
     response_model=JobOut,
     responses={200: {"description": "the job created earlier with this Idempotency-Key"},
                **_ERRORS},
-    openapi_extra=_UPLOAD_DOC,
+    openapi_extra=UPLOAD_DOC,
     summary="Upload a file and create a job",
 )
 async def create_job(
@@ -99,11 +112,26 @@ async def create_job(
     svc: Svc,
     idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
 ) -> Response:
+    if not idempotency_key:
+        return await _create(request, svc, None)
+    # Check and mark in one step (no await between): two uploads with one key, one runs.
+    if idempotency_key in svc.uploading:
+        raise UploadInFlight("the first upload with this Idempotency-Key is still running")
+    svc.uploading.add(idempotency_key)
+    try:
+        return await _create(request, svc, idempotency_key)
+    finally:
+        svc.uploading.discard(idempotency_key)
+
+
+async def _create(request: Request, svc: Services, idempotency_key: str | None) -> Response:
     settings = svc.settings
+    previous: Job | None = None
     if idempotency_key:
-        existing = await to_thread.run_sync(svc.store.jobs.by_idempotency_key, idempotency_key)
-        if existing is not None:
-            return JSONResponse(job_view(existing), status_code=200)
+        previous = await to_thread.run_sync(svc.store.jobs.by_idempotency_key, idempotency_key)
+        if previous is not None and tombstoned_or_expired(previous):
+            raise JobGone(f"job {previous.id}, made with this Idempotency-Key, expired or was "
+                          "deleted")
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -116,20 +144,26 @@ async def create_job(
     multipart = content_type.lower().startswith("multipart/form-data")
     query = dict(request.query_params)
     params: JobParams | None = None
+    early = _EarlyCheck(svc)
     if not multipart:
+        if _no_body(request, query):
+            raise NoFile("the request has no body: send the file as the body (with a filename) "
+                         "or as a multipart part named `file`")
         # Raw body: all parameters are known before a byte is read, so refuse early.
         params = parse_params(query)
-        _validate(svc, params)
-        await _check_webhook(svc, params.webhook_url)
+        pipeline, options = _validate(svc, params)
+        await early.webhook(params.webhook_url)
+        if previous is not None:
+            _same_request(previous, pipeline, options, size=int(length) if length else None)
     elif query:
-        raise Problem(422, "bad_parameter", "multipart uploads take parameters as form fields")
+        raise BadParameter("multipart uploads take parameters as form fields")
 
     temp = svc.storage.temp()
     try:
         try:
             if multipart:
                 got = await receive_multipart(request.stream(), content_type, temp,
-                                              settings.max_upload_bytes)
+                                              settings.max_upload_bytes, early)
             else:
                 got = await receive_raw(request.stream(), temp, settings.max_upload_bytes)
                 got.filename = query.get("filename") or parse_content_disposition_filename(
@@ -139,33 +173,42 @@ async def create_job(
                 got.declared_type = declared if declared else None
         except ClientDisconnect:
             svc.count("uploads_disconnected")
-            raise Problem(400, "bad_request", "the client disconnected mid-upload") from None
+            raise UploadAborted("the client disconnected mid-upload") from None
         if params is None:
             params = parse_params(got.fields)
-            await _check_webhook(svc, params.webhook_url)
+            await early.webhook(params.webhook_url)
         pipeline, options = _validate(svc, params)
-        job = await _commit(svc, got, params, pipeline, options, idempotency_key)
+        if previous is not None:
+            # The same request again: answer the first job, keep nothing of this one.
+            _same_request(previous, pipeline, options, got.sha256)
+            temp.abort()
+            return JSONResponse(job_view(previous), status_code=200,
+                                headers={"Location": f"/v1/jobs/{previous.id}"})
+        job, created = await _commit(svc, got, params, pipeline, options, idempotency_key)
+        if not created:
+            # Another process committed this key first; _commit removed our copy.
+            _same_request(job, pipeline, options, got.sha256)
     except BaseException:
         temp.abort()
         raise
-    status = 202 if job is not None and job.get("_created") else 200
-    job.pop("_created", None)
-    svc.count("uploads_accepted")
-    svc.count("upload_bytes", got.size)
-    return JSONResponse(job, status_code=status, headers={"Location": f"/v1/jobs/{job['id']}"})
+    if created:
+        svc.count("uploads_accepted")
+        svc.count("upload_bytes", got.size)
+    return JSONResponse(job_view(job), status_code=202 if created else 200,
+                        headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 async def _commit(
     svc: Services, got: Received, params: JobParams, pipeline: str, options: Any,
     idempotency_key: str | None,
-) -> dict[str, Any]:
+) -> tuple[Job, bool]:
     """fsync the bytes, move them into place, commit the job row: only then answer 202."""
     job_id = str(ULID())
     key = input_key(job_id)
     filename = clean_filename(got.filename)
     media_type = sniff(got.head, filename)
 
-    def durable() -> tuple[dict[str, Any], bool]:
+    def durable() -> tuple[Job, bool]:
         got.temp.commit(key)
         new = NewJob(
             id=job_id,
@@ -190,11 +233,9 @@ async def _commit(
             raise
         if not created:
             svc.storage.delete(key)
-        return job_view(job), created
+        return job, created
 
-    view, created = await to_thread.run_sync(durable)
-    view["_created"] = created
-    return view
+    return await to_thread.run_sync(durable)
 
 
 @router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
@@ -229,12 +270,7 @@ async def get_job(job_id: str, svc: Svc) -> dict[str, Any]:
 )
 async def cancel_job(job_id: str, svc: Svc) -> Response:
     await to_thread.run_sync(svc.load_job, job_id)
-    try:
-        state = await to_thread.run_sync(svc.store.jobs.request_cancel, job_id)
-    except JobNotFound:
-        raise Problem(404, "not_found", f"no job {job_id}") from None
-    except JobConflict as exc:
-        raise Problem(409, "conflict", str(exc)) from None
+    state = await to_thread.run_sync(svc.store.jobs.request_cancel, job_id)
     job = await to_thread.run_sync(svc.load_job, job_id)
     return JSONResponse(job_view(job), status_code=200 if state is JobState.CANCELLED else 202)
 
@@ -243,10 +279,7 @@ async def cancel_job(job_id: str, svc: Svc) -> Response:
              summary="Run a failed or cancelled job again")
 async def retry_job(job_id: str, svc: Svc) -> dict[str, Any]:
     await to_thread.run_sync(svc.load_job, job_id)
-    try:
-        await to_thread.run_sync(svc.store.jobs.retry, job_id)
-    except JobConflict as exc:
-        raise Problem(409, "conflict", str(exc)) from None
+    await to_thread.run_sync(svc.store.jobs.retry, job_id)
     return job_view(await to_thread.run_sync(svc.load_job, job_id))
 
 
@@ -331,6 +364,3 @@ async def list_deliveries(job_id: str, svc: Svc) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
-
-
-

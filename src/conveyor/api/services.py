@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from conveyor.problems import Problem
+from conveyor.errors import JobGone, JobNotFound
 from conveyor.processors.registry import Registry
 from conveyor.settings import Settings
 from conveyor.storage import LocalStorage
 from conveyor.store import Job, Store, tombstoned_or_expired
 
 if TYPE_CHECKING:
-    from conveyor.api.events import EventHub
+    from conveyor.api.hub import EventHub
     from conveyor.runner.supervisor import Supervisor
 
 
@@ -29,16 +29,21 @@ class Services:
     supervisor: Supervisor | None = None
     started_at: float = field(default_factory=time.time)
     counters: dict[str, float] = field(default_factory=dict)
+    #: Idempotency-Keys whose first upload is still being received. Per server process: a
+    #: second upload with the same key on another process is not seen here; the store's unique
+    #: key then makes it replay or refuse once the first one commits.
+    uploading: set[str] = field(default_factory=set)
 
     def count(self, name: str, by: float = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
 
     def load_job(self, job_id: str) -> Job:
+        """The job, or :class:`JobNotFound` / :class:`JobGone` (404 / 410 at the edge)."""
         job = self.store.jobs.get(job_id)
         if job is None:
-            raise Problem(404, "not_found", f"no job {job_id}")
+            raise JobNotFound(f"no job {job_id}")
         if tombstoned_or_expired(job):
-            raise Problem(410, "gone", f"job {job_id} expired or was deleted")
+            raise JobGone(f"job {job_id} expired or was deleted")
         return job
 
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.problems import Problem
+from conveyor.errors import BadParameter, InvalidOptions
 
 MAX_FILENAME = 255
+#: ``options`` deeper or longer than this is refused (422 bad_options) before ``json.loads``:
+#: the decoder recurses once per level and a deep document would be a RecursionError (a 500).
+MAX_OPTIONS_DEPTH = 32
+MAX_OPTIONS_BYTES = 64 * 1024
+#: Every parameter an upload takes (form parts, or query parameters of a raw body).
+FIELDS = ("pipeline", "options", "webhook_url", "priority", "max_attempts", "timeout_s",
+          "filename")
 #: Bidirectional overrides and isolates: they make ``\u202Egpj.exe`` display as ``exe.jpg``.
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
@@ -48,42 +56,92 @@ class JobParams:
     timeout_s: float | None = None
 
 
-_BOUNDS: dict[str, tuple[float, float]] = {
+#: Inclusive bounds of the numeric parameters (the OpenAPI document states the same).
+BOUNDS: dict[str, tuple[float, float]] = {
     "priority": (-1000, 1000),
     "max_attempts": (1, 100),
     "timeout_s": (0.001, 7 * 86400),
 }
 
 
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` in a JSON text, ignoring string contents.
+
+    A linear scan with no recursion, so it can run on input that ``json.loads`` cannot.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _not_finite(token: str) -> Any:
+    # NaN and Infinity are not JSON: they could be stored but never served back.
+    raise ValueError(f"{token} is not allowed")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"{token} is out of range")
+    return value
+
+
+def parse_options(raw: str) -> dict[str, Any]:
+    """Decode ``options``: a JSON object, at most 64 KiB and 32 levels deep, finite numbers."""
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_OPTIONS_BYTES:
+        raise InvalidOptions(f"options are larger than {MAX_OPTIONS_BYTES} bytes")
+    if json_depth(raw) > MAX_OPTIONS_DEPTH:
+        raise InvalidOptions(f"options are nested deeper than {MAX_OPTIONS_DEPTH} levels")
+    try:
+        options = json.loads(raw, parse_constant=_not_finite, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidOptions(f"options are not valid JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise InvalidOptions("options must be a JSON object")
+    return options
+
+
 def parse_params(fields: dict[str, str]) -> JobParams:
-    """Validate the text fields of an upload (form parts or query parameters)."""
+    """Validate the text fields of an upload (form parts or query parameters).
+
+    Also called with the fields received so far, as each multipart text part completes, so a
+    bad part is refused before the file's bytes are read.
+    """
     params = JobParams()
-    unknown = set(fields) - {"pipeline", "options", "webhook_url", "priority", "max_attempts",
-                             "timeout_s", "filename"}
+    unknown = set(fields) - set(FIELDS)
     if unknown:
-        raise Problem(422, "bad_parameter", f"unknown parameters: {', '.join(sorted(unknown))}")
+        raise BadParameter(f"unknown parameters: {', '.join(sorted(unknown))}")
     if "pipeline" in fields:
         params.pipeline = fields["pipeline"].strip() or "auto"
     if fields.get("options", "").strip():
-        try:
-            options = json.loads(fields["options"])
-        except ValueError as exc:
-            raise Problem(422, "bad_options", f"options are not valid JSON: {exc}") from None
-        if not isinstance(options, dict):
-            raise Problem(422, "bad_options", "options must be a JSON object")
-        params.options = options
+        params.options = parse_options(fields["options"])
     if fields.get("webhook_url", "").strip():
         params.webhook_url = fields["webhook_url"].strip()
-    for name, (low, high) in _BOUNDS.items():
+    for name, (low, high) in BOUNDS.items():
         raw = fields.get(name, "").strip()
         if not raw:
             continue
         try:
             value: float = int(raw) if name != "timeout_s" else float(raw)
         except ValueError:
-            raise Problem(422, "bad_parameter", f"{name} must be a number") from None
+            raise BadParameter(f"{name} must be a number") from None
         if not low <= value <= high:
-            raise Problem(422, "bad_parameter", f"{name} must be between {low:g} and {high:g}")
+            raise BadParameter(f"{name} must be between {low:g} and {high:g}")
         setattr(params, name, value)
     return params
 

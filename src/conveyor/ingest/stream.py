@@ -8,19 +8,24 @@ for sniffing. No spooled temp file, no second copy, no whole-body buffering.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from conveyor.problems import Problem
+from conveyor.errors import MalformedBody, NoFile, TooLarge
 from conveyor.processors.sniff import SNIFF_BYTES
 from conveyor.storage import TempObject
 
 MAX_FIELDS = 1000
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PART_HEADER_BYTES = 16 * 1024
+
+#: Called once with the text parts that came before the file part, as soon as the file part
+#: begins; it raises to refuse the upload before the file's bytes are read. (Not earlier: a
+#: body with no file part at all must still answer ``no_file``, whatever its text parts say.)
+FieldCheck = Callable[[dict[str, str]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -47,7 +52,7 @@ class _Sink:
     def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self.size > self.limit:
-            raise Problem(413, "too_large", f"the upload is larger than {self.limit} bytes")
+            raise TooLarge(f"the upload is larger than {self.limit} bytes")
         if len(self.head) < SNIFF_BYTES:
             self.head += data[: SNIFF_BYTES - len(self.head)]
         self.digest.update(data)
@@ -55,6 +60,7 @@ class _Sink:
 
 
 async def receive_raw(stream: AsyncIterator[bytes], temp: TempObject, limit: int) -> Received:
+    """Write a raw body (the file itself) into ``temp``, hashing and counting it."""
     sink = _Sink(temp, limit)
     async for chunk in stream:
         if chunk:
@@ -82,11 +88,12 @@ class _MultipartState:
         self.filename: str | bytes | None = None
         self.declared_type: str | None = None
         self.ended = False
+        self.check_due = False
 
     def on_part_begin(self) -> None:
         self.parts += 1
         if self.parts > MAX_FIELDS:
-            raise Problem(400, "too_many_fields", f"more than {MAX_FIELDS} parts")
+            raise MalformedBody(f"more than {MAX_FIELDS} parts", code="too_many_fields")
         self.headers = {}
         self.header_bytes = 0
         self.current = None
@@ -102,7 +109,7 @@ class _MultipartState:
     def _count(self, n: int) -> None:
         self.header_bytes += n
         if self.header_bytes > MAX_PART_HEADER_BYTES:
-            raise Problem(400, "malformed_body", "a part's headers are too large")
+            raise MalformedBody("a part's headers are too large")
 
     def on_header_end(self) -> None:
         self.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
@@ -112,22 +119,23 @@ class _MultipartState:
     def on_headers_finished(self) -> None:
         disposition = self.headers.get(b"content-disposition")
         if disposition is None:
-            raise Problem(400, "malformed_body", "a part has no Content-Disposition header")
+            raise MalformedBody("a part has no Content-Disposition header")
         _kind, options = parse_options_header(disposition)
         name = options.get(b"name", b"").decode("utf-8", "replace")
         if b"filename" in options:
             if name != "file":
-                raise Problem(400, "malformed_body", f"unexpected file part {name!r}")
+                raise MalformedBody(f"unexpected file part {name!r}")
             if self.file_seen:
-                raise Problem(400, "too_many_files", "only one file part is accepted")
+                raise MalformedBody("only one file part is accepted", code="too_many_files")
             self.file_seen = True
+            self.check_due = True
             self.filename = options[b"filename"]
             ctype = self.headers.get(b"content-type")
             self.declared_type = ctype.decode("latin-1").strip()[:200] if ctype else None
             self.current = "file"
         else:
             if name == "file":
-                raise Problem(400, "malformed_body", "the `file` part has no filename")
+                raise MalformedBody("the `file` part has no filename")
             self.current = "field"
             self.field_name = name
             self.field_value = bytearray()
@@ -138,15 +146,15 @@ class _MultipartState:
         elif self.current == "field":
             self.field_value += data[start:end]
             if len(self.field_value) > MAX_FIELD_BYTES:
-                raise Problem(400, "field_too_large",
-                              f"field {self.field_name!r} is over {MAX_FIELD_BYTES} bytes")
+                raise MalformedBody(f"field {self.field_name!r} is over {MAX_FIELD_BYTES} bytes",
+                                    code="field_too_large")
 
     def on_part_end(self) -> None:
         if self.current == "file":
             self.file_done = True
         elif self.current == "field":
             if self.field_name in self.fields:
-                raise Problem(400, "malformed_body", f"field {self.field_name!r} given twice")
+                raise MalformedBody(f"field {self.field_name!r} given twice")
             self.fields[self.field_name] = self.field_value.decode("utf-8", "replace")
         self.current = None
 
@@ -155,12 +163,14 @@ class _MultipartState:
 
 
 async def receive_multipart(
-    stream: AsyncIterator[bytes], content_type: str, temp: TempObject, limit: int
+    stream: AsyncIterator[bytes], content_type: str, temp: TempObject, limit: int,
+    check: FieldCheck | None = None,
 ) -> Received:
+    """Parse a multipart body, the file part into ``temp``; ``check`` sees text parts early."""
     _ctype, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 200:
-        raise Problem(400, "malformed_body", "multipart/form-data needs a boundary (<= 200 bytes)")
+        raise MalformedBody("multipart/form-data needs a boundary (<= 200 bytes)")
     state = _MultipartState(temp, limit)
     callbacks = {
         "on_part_begin": state.on_part_begin,
@@ -177,13 +187,16 @@ async def receive_multipart(
         async for chunk in stream:
             if chunk:
                 parser.write(chunk)
+                if state.check_due and check is not None:
+                    state.check_due = False
+                    await check(dict(state.fields))
         parser.finalize()
     except MultipartParseError as exc:
-        raise Problem(400, "malformed_body", f"malformed multipart body: {exc}") from None
+        raise MalformedBody(f"malformed multipart body: {exc}") from None
     if not state.ended:
-        raise Problem(400, "malformed_body", "the multipart body ended before its closing boundary")
+        raise MalformedBody("the multipart body ended before its closing boundary")
     if not state.file_done:
-        raise Problem(422, "no_file", "the multipart body has no file part named `file`")
+        raise NoFile("the multipart body has no file part named `file`")
     return Received(
         temp=temp,
         size=state.sink.size,

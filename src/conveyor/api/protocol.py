@@ -1,14 +1,13 @@
-"""Limits enforced below the routes, where a slow or oversized request is cheapest to refuse.
+"""uvicorn's httptools protocol, with the limits a request head must keep and problem+json
+answers for the requests it refuses before the application sees them.
 
-- :func:`guarded_protocol` wraps uvicorn's httptools protocol: a time-out for the request
-  head, a cap on its size and on the number of headers (431), and a cap on concurrent
-  connections per client address. uvicorn enforces none of these with httptools (its
-  ``h11_max_incomplete_event_size`` applies only to h11).
-- :class:`BodyIdleTimeout` is ASGI middleware: while a route reads a request body, a client that
-  sends nothing for ``idle_s`` gets 408 and the route sees a disconnect, so it drops what it had
-  written. Streams that only wait for a disconnect (SSE) are not timed.
+- a time-out for the request head (408), a cap on its size and on the number of headers
+  (431), and a cap on concurrent connections per client address (503): uvicorn enforces none
+  of these with httptools (its ``h11_max_incomplete_event_size`` applies only to h11);
+- the parser's own 400s (a malformed request line or header, a bad Content-Length or chunk
+  size, an unknown method) as ``application/problem+json`` with code ``bad_request``.
 
-Refusals are ``application/problem+json`` like every other error, with ``Connection: close``.
+Every refusal closes the connection.
 """
 
 from __future__ import annotations
@@ -17,14 +16,12 @@ import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from conveyor.problems import PROBLEM
 
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large",
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
             503: "Service Unavailable"}
 
 
@@ -50,8 +47,8 @@ class HeadLimits:
     max_connections_per_client: int = 1024
 
 
-def guarded_protocol(limits: HeadLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with ``limits`` enforced on every request head."""
+def protocol_class(limits: HeadLimits) -> type[HttpToolsProtocol]:
+    """The protocol for ``uvicorn.run(http=...)``, enforcing ``limits`` on every request."""
     per_client: Counter[str] = Counter()
 
     class Guarded(HttpToolsProtocol):
@@ -104,6 +101,9 @@ def guarded_protocol(limits: HeadLimits) -> type[HttpToolsProtocol]:
             if not self.transport.is_closing():
                 self.transport.write(response)
                 self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            self._refuse(raw_problem(400, "bad_request", msg))
 
         def data_received(self, data: bytes) -> None:
             if self.transport.is_closing():
@@ -158,47 +158,3 @@ def guarded_protocol(limits: HeadLimits) -> type[HttpToolsProtocol]:
                 self._start_head()
 
     return Guarded
-
-
-class BodyIdleTimeout:
-    """408 when a request body stalls for ``idle_s`` while the route is reading it."""
-
-    def __init__(self, app: ASGIApp, idle_s: float) -> None:
-        self.app = app
-        self.idle_s = idle_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state: dict[str, Any] = {"body_done": False, "started": False, "timed_out": False}
-
-        async def timed_receive() -> Message:
-            if state["body_done"] or state["timed_out"]:
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.idle_s)
-            except TimeoutError:
-                state["timed_out"] = True
-                if not state["started"]:
-                    body = problem_body(408, "request_timeout",
-                                        f"no request body bytes for {self.idle_s:g} s")
-                    await send({"type": "http.response.start", "status": 408, "headers": [
-                        (b"content-type", PROBLEM.encode()),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")]})
-                    await send({"type": "http.response.body", "body": body})
-                    state["started"] = True
-                return {"type": "http.disconnect"}
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                state["body_done"] = True
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            if state["timed_out"]:
-                return  # the 408 was the answer; the route's own reply goes nowhere
-            if message["type"] == "http.response.start":
-                state["started"] = True
-            await send(message)
-
-        await self.app(scope, timed_receive, guarded_send)

@@ -1,0 +1,83 @@
+"""The API's own documentation: the OpenAPI document and ``/docs``, both offline and exact.
+
+- Every 4xx/5xx response in the OpenAPI document is ``application/problem+json`` (FastAPI
+  declares its validation 422s as ``application/json``, which the server never sends).
+- ``/docs`` is Swagger UI with its assets served from the ``swagger-ui-bundle`` package, never
+  from a CDN, so it works on an offline machine. Without the package, ``/docs`` says so and
+  links the OpenAPI document (still no outside host). ReDoc, CDN-only, is not served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from conveyor.problems import problem_schema
+
+ASSETS = "/docs/assets"
+_FASTAPI_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def swagger_ui_dir() -> Path | None:
+    """Where the installed swagger-ui-bundle keeps Swagger UI's files, if it is installed."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    path = Path(str(swagger_ui_path))
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+def problems_only(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare every error response as problem+json and drop FastAPI's unused error schemas."""
+    problem = problem_schema()["content"]
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                if str(status)[:1] in ("4", "5"):
+                    response["content"] = problem
+                    if response.get("description") == "Validation Error":
+                        response["description"] = "Bad parameters (problem+json)"
+    schemas = schema.get("components", {}).get("schemas", {})
+    for name in _FASTAPI_ERROR_SCHEMAS:
+        schemas.pop(name, None)
+    return schema
+
+
+def install(app: FastAPI) -> None:
+    """Serve ``/docs`` offline and post-process the OpenAPI document (build with docs off)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems_only(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    assets = swagger_ui_dir()
+    if assets is not None:
+        app.mount(ASSETS, StaticFiles(directory=assets), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if assets is None:
+            return HTMLResponse(
+                "<!doctype html><title>conveyor API</title><p>Swagger UI is not installed "
+                "(<code>pip install swagger-ui-bundle</code>). The API is described by "
+                f'<a href="{app.openapi_url}">{app.openapi_url}</a>.</p>'
+            )
+        return get_swagger_ui_html(
+            openapi_url=str(app.openapi_url),
+            title=f"{app.title} - API",
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+        )

@@ -1,0 +1,64 @@
+"""The OpenAPI description of ``POST /v1/jobs``'s two upload forms (built from the params rules).
+
+FastAPI cannot infer it: the route reads the body as a stream, so the multipart schema, its
+ranges and the raw body's query parameters are written here, from the same bounds and field
+names that :mod:`conveyor.ingest.params` enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.ingest.params import BOUNDS, FIELDS
+
+_PARAM_DOC = {
+    "pipeline": ("string", "the pipeline (default `auto`: routed by the sniffed type)"),
+    "options": ("string", "the pipeline's options: a JSON object"),
+    "webhook_url": ("string", "POSTed to on the job's terminal event"),
+    "priority": ("integer", "higher runs first"),
+    "max_attempts": ("integer", "attempts before the job fails"),
+    "timeout_s": ("number", "seconds an attempt may run"),
+    "filename": ("string", "the file's name (raw body only; multipart names the part)"),
+}
+
+
+def _param_schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": _PARAM_DOC[name][0], "description": _PARAM_DOC[name][1]}
+    if name in BOUNDS:
+        schema["minimum"], schema["maximum"] = BOUNDS[name]
+    return schema
+
+
+#: The upload's request body and raw-body query parameters, for ``openapi_extra``.
+UPLOAD_DOC: dict[str, Any] = {
+    # The raw-body form's parameters (a multipart upload sends them as parts instead).
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "schema": _param_schema(name),
+         "description": "raw body only: " + _PARAM_DOC[name][1]}
+        for name in FIELDS
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        **{n: _param_schema(n) for n in FIELDS if n != "filename"},
+                    },
+                },
+                # Text parts sent before the file are checked as they arrive.
+                "encoding": {"file": {"contentType": "application/octet-stream"}},
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "Any non-multipart body is the file itself; parameters go in "
+                "the query string. An empty body with no `filename` (query or "
+                "Content-Disposition) is not a file: 422 no_file.",
+            },
+        },
+    }
+}
