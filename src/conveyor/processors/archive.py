@@ -5,7 +5,7 @@ Every extracted regular file becomes a child job (pipeline ``auto``). Policy:
 - A member with an unsafe name (absolute, ``..``, backslash traversal, drive letter, NUL)
   refuses the **whole archive** with ``unsafe_path``; a link, device, FIFO or socket refuses it
   with ``unsafe_member``. Partial extraction of a hostile archive would hide the attack.
-- Caps (environment, read per job): ``CONVEYOR_ARCHIVE_MAX_ENTRIES`` (10,000),
+- Caps (settings, handed over as ``ctx.limits``): ``CONVEYOR_ARCHIVE_MAX_ENTRIES`` (10,000),
   ``CONVEYOR_ARCHIVE_MAX_BYTES`` (2 GiB, inflated bytes counted while inflating, never taken
   from headers), ``CONVEYOR_ARCHIVE_MAX_RATIO`` (200: inflated / compressed, checked as data
   streams in, past the first MiB). Zip entries whose data overlap (the "quoted-overlap" bomb,
@@ -36,8 +36,12 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ProcessorError
-from conveyor.processors.base import Context
-from conveyor.processors.registry import processor
+from conveyor.processors.base import Context, ProcessorLimits, define
+from conveyor.settings import (
+    DEFAULT_ARCHIVE_MAX_BYTES,
+    DEFAULT_ARCHIVE_MAX_ENTRIES,
+    DEFAULT_ARCHIVE_MAX_RATIO,
+)
 
 Consumed = Callable[[], int]
 MemberKind = Literal["file", "dir", "symlink", "hardlink", "device", "fifo", "other"]
@@ -61,27 +65,16 @@ class ArchiveOptions(BaseModel):
     max_depth: int = Field(default=3, ge=1, le=5)
 
 
-DEFAULT_MAX_ENTRIES = 10_000
-#: Inflated bytes go to disk, never to memory: the cap protects the worker's disk.
-DEFAULT_MAX_BYTES = 2 * 1024**3
-DEFAULT_MAX_RATIO = 200.0
-
-
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_entries: int = DEFAULT_MAX_ENTRIES
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_ratio: float = DEFAULT_MAX_RATIO
+    max_entries: int = DEFAULT_ARCHIVE_MAX_ENTRIES
+    max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
+    max_ratio: float = DEFAULT_ARCHIVE_MAX_RATIO
 
     @classmethod
-    def from_env(cls) -> Limits:
-        """Caps from ``CONVEYOR_ARCHIVE_MAX_{ENTRIES,BYTES,RATIO}`` (defaults otherwise)."""
-        env = os.environ
-        return cls(
-            max_entries=int(env.get("CONVEYOR_ARCHIVE_MAX_ENTRIES") or DEFAULT_MAX_ENTRIES),
-            max_bytes=int(env.get("CONVEYOR_ARCHIVE_MAX_BYTES") or DEFAULT_MAX_BYTES),
-            max_ratio=float(env.get("CONVEYOR_ARCHIVE_MAX_RATIO") or DEFAULT_MAX_RATIO),
-        )
+    def of(cls, limits: ProcessorLimits) -> Limits:
+        """The archive caps among a context's limits."""
+        return cls(limits.archive_max_entries, limits.archive_max_bytes, limits.archive_max_ratio)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +264,7 @@ def _archive_kind(ctx: Context) -> str:
     raise ProcessorError("unsupported_format", f"not a zip or tar archive: {media}")
 
 
-@processor(
+@define(
     "archive",
     options=ArchiveOptions,
     description="List and safely extract zip/tar archives; each file becomes a child job",
@@ -288,7 +281,7 @@ def archive(ctx: Context) -> dict[str, Any]:
             "nesting_too_deep", f"archive nested {opts.depth} deep (limit {opts.max_depth})"
         )
     kind = _archive_kind(ctx)
-    limits = Limits.from_env()
+    limits = Limits.of(ctx.limits)
     dest = ctx.work_dir / "extracted"
     dest.mkdir()
     job = _Extraction(dest=dest, limits=limits, archive_size=size)

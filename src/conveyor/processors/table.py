@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ProcessorError
-from conveyor.processors.base import Context
-from conveyor.processors.registry import processor
+from conveyor.processors.base import Context, define
 
 if TYPE_CHECKING:
     import duckdb
@@ -223,7 +222,7 @@ def _connect(ctx: Context) -> duckdb.DuckDBPyConnection:
     return con
 
 
-@processor(
+@define(
     "table",
     options=TableOptions,
     description="Tables (CSV/TSV, JSON/NDJSON, XLSX, Parquet) to Parquet with a column profile",
