@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from types import FrameType
 from typing import Annotated
@@ -35,9 +34,9 @@ def _settings(processors: str | None = None, workers: int | None = None) -> Sett
     return settings
 
 
-def _logging() -> None:
+def _logging(settings: Settings) -> None:
     logging.basicConfig(
-        level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
+        level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -66,14 +65,14 @@ def serve(
     from conveyor.api import create_app
     from conveyor.api.protocol import HeadLimits, protocol_class
 
-    _logging()
     settings = _settings(processors, workers)
+    _logging(settings)
     application = create_app(settings, workers=0 if no_workers else settings.workers)
     uvicorn.run(
         application,
         host=host,
         port=port,
-        log_level=os.environ.get("CONVEYOR_LOG_LEVEL", "info").lower(),
+        log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         access_log=access_log,
         http=protocol_class(HeadLimits(
@@ -100,8 +99,8 @@ def worker(
     from conveyor.runner.supervisor import Supervisor
     from conveyor.store import Store
 
-    _logging()
     settings = _settings(processors, workers)
+    _logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_url, run_dir=settings.run_dir)
     store.migrate()

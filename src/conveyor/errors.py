@@ -31,6 +31,8 @@ live in :mod:`conveyor.processors.registry` and are mapped by the same table.
 
 from __future__ import annotations
 
+import re
+
 
 class ConveyorError(Exception):
     """Base of every conveyor exception."""
@@ -151,3 +153,17 @@ class ClientError(ConveyorError):
         self.status = status
         self.code = code
         self.detail = detail
+
+
+#: Longest message stored; a processor's own message is cut there too.
+MAX_MESSAGE = 300
+# An absolute path, or the path part of a file: URL (not the host part of http://host/...).
+_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s'\"/:,;()\[\]]+/)+[^\s'\"/:,;()\[\]]*")
+
+
+def short_message(text: str, limit: int = MAX_MESSAGE) -> str:
+    """The first non-empty line of ``text``, server paths cut to their last part, at most
+    ``limit`` characters (pure)."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = _PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], line)
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"

@@ -88,6 +88,12 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_PIPELINE = "unknown_pipeline"
     BAD_OPTIONS = "bad_options"
     INPUT_MISSING = "input_missing"
+    #: A processor named an artifact against the rule (see ``conveyor.processors.names``).
+    BAD_ARTIFACT_NAME = "bad_artifact_name"
+    #: The disk or file storage failed under the attempt (retried).
+    STORAGE_ERROR = "storage_error"
+    #: The database failed under the attempt (retried).
+    DATABASE_ERROR = "database_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, TypeAdapter, field_validator
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -36,8 +37,24 @@ def _split_csv(value: Any) -> list[str]:
     return list(value or [])
 
 
+def _blank_is_default(value: Any) -> Any:
+    # ``CONVEYOR_X=`` (set but empty) means "the default", as it did when these caps were read
+    # from the environment by hand.
+    if isinstance(value, str) and not value.strip():
+        raise PydanticUseDefault()
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+DEFAULT_ARCHIVE_MAX_ENTRIES = 10_000
+#: Inflated bytes go to disk, never to memory: the cap protects the worker's disk.
+DEFAULT_ARCHIVE_MAX_BYTES = 2 * 1024**3
+DEFAULT_ARCHIVE_MAX_RATIO = 200.0
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 class Settings(BaseSettings):
@@ -84,6 +101,19 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=300.0, gt=0)
 
     processors: CsvList = Field(default_factory=list)
+    #: Decompression-bomb cap of the ``image`` processor, in pixels (checked from the header).
+    max_image_pixels: Annotated[int, BeforeValidator(_blank_is_default)] = Field(
+        default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
+    #: Caps of the ``archive`` processor: entries, inflated bytes, inflated / compressed ratio.
+    archive_max_entries: Annotated[int, BeforeValidator(_blank_is_default)] = Field(
+        default=DEFAULT_ARCHIVE_MAX_ENTRIES, ge=1)
+    archive_max_bytes: Annotated[int, BeforeValidator(_blank_is_default)] = Field(
+        default=DEFAULT_ARCHIVE_MAX_BYTES, ge=1)
+    archive_max_ratio: Annotated[float, BeforeValidator(_blank_is_default)] = Field(
+        default=DEFAULT_ARCHIVE_MAX_RATIO, gt=0)
+
+    #: Level of conveyor's own logs: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    log_level: str = "INFO"
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -91,6 +121,14 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     #: Multiplies the Standard Webhooks retry schedule (tests shrink it).
     webhook_schedule_scale: float = Field(default=1.0, gt=0)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"not a log level: {value!r} (use one of {', '.join(_LOG_LEVELS)})")
+        return level
 
     @field_validator("data_dir")
     @classmethod

@@ -16,7 +16,6 @@ processor propagates unchanged, so a test can assert its ``code``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -28,9 +27,13 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 
-from conveyor.processors.base import JSON, Context, InputInfo
-from conveyor.processors.registry import Registry, build_registry
+from conveyor.digest import file_digest
+from conveyor.processors.base import JSON, Context, InputInfo, ProcessorLimits
+from conveyor.processors.builtin import build_registry
+from conveyor.processors.names import check_artifact_name
+from conveyor.processors.registry import Registry
 from conveyor.processors.sniff import read_head, sniff
+from conveyor.settings import Settings
 
 __all__ = ["Child", "IsolatedOutcome", "LocalContext", "RunResult", "run_isolated", "run_processor"]
 
@@ -59,18 +62,14 @@ class _Sink:
     cancelled: bool = False
 
 
-def _check_artifact_name(name: str) -> None:
-    # The runner stores artifacts under flat keys; refuse anything that could be a path.
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
-        raise ValueError(f"bad artifact name {name!r}")
-
-
 class LocalContext(Context):
     """A :class:`Context` backed by local directories.
 
     ``work_dir`` must exist and is not removed here (``run_processor`` manages its own).
     Artifacts land in ``artifact_dir``; child inputs are moved into ``children_dir`` because
-    the work dir is scratch space.
+    the work dir is scratch space. ``limits`` default to those of ``Settings()`` (so the
+    ``CONVEYOR_*`` caps of the environment apply, as in a worker). Artifact names follow the
+    worker's rule (:func:`conveyor.processors.names.check_artifact_name`).
     """
 
     def __init__(
@@ -84,6 +83,7 @@ class LocalContext(Context):
         filename: str | None = None,
         media_type: str | None = None,
         registry: Registry | None = None,
+        limits: ProcessorLimits | None = None,
         job_id: str = "local",
         _sink: _Sink | None = None,
         _input: InputInfo | None = None,
@@ -95,6 +95,7 @@ class LocalContext(Context):
         self.work_dir = Path(work_dir)
         self.logger = logging.getLogger(f"conveyor.processor.{job_id}")
         self.registry = registry or build_registry()
+        self.limits = limits or ProcessorLimits.from_settings(Settings())
         self._sink = _sink or _Sink(
             artifact_dir=Path(artifact_dir),
             children_dir=Path(children_dir or Path(artifact_dir).parent / "children"),
@@ -132,17 +133,17 @@ class LocalContext(Context):
 
     @contextmanager
     def _writer(self, name: str, media_type: str) -> Iterator[BinaryIO]:
-        _check_artifact_name(name)
         target = self._sink.artifact_dir / name
         with open(target, "wb") as fh:
             yield fh
         self._publish(name, media_type, target)
 
     def artifact(self, name: str, media_type: str) -> AbstractContextManager[BinaryIO]:
+        check_artifact_name(name)  # here, as the worker does, not when the writer is entered
         return self._writer(name, media_type)
 
     def artifact_from_path(self, name: str, media_type: str, path: Path) -> None:
-        _check_artifact_name(name)
+        check_artifact_name(name)
         target = self._sink.artifact_dir / name
         shutil.move(str(path), target)
         self._publish(name, media_type, target)
@@ -177,6 +178,7 @@ class LocalContext(Context):
             work_dir=sub_work,
             artifact_dir=self._sink.artifact_dir,
             registry=self.registry,
+            limits=self.limits,
             job_id=self.job_id,
             _sink=self._sink,
             _input=self.input,
@@ -185,17 +187,12 @@ class LocalContext(Context):
 
 
 def _input_info(path: Path, filename: str | None, media_type: str | None) -> InputInfo:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
+    size, sha256 = file_digest(path)
     name = filename or path.name
     return InputInfo(
         filename=name,
         size=size,
-        sha256=digest.hexdigest(),
+        sha256=sha256,
         media_type=media_type or sniff(read_head(str(path)), name),
         declared_type=None,
     )
@@ -221,12 +218,15 @@ def run_processor(
     out_dir: Path | str | None = None,
     media_type: str | None = None,
     registry: Registry | None = None,
+    limits: ProcessorLimits | None = None,
 ) -> RunResult:
     """Run processor ``name`` on ``path`` in this process and collect what it produced.
 
     Options are validated as the API would (``BadOptions`` on a bad key). Artifacts go to
     ``out_dir/artifacts`` and child inputs to ``out_dir/children`` (``out_dir`` defaults to a
     new temporary directory that the caller owns); the scratch work dir is removed afterwards.
+    ``limits`` (pixel and archive caps) default to those of ``Settings()``, i.e. the
+    ``CONVEYOR_*`` environment.
     """
     reg = registry or build_registry()
     proc = reg.processors[name]
@@ -242,6 +242,7 @@ def run_processor(
             filename=filename,
             media_type=media_type,
             registry=reg,
+            limits=limits,
         )
         result = proc(ctx)
     return RunResult(
@@ -266,7 +267,7 @@ class IsolatedOutcome:
 
 def _isolated_child(
     conn: Any, name: str, path: str, options: JSON, filename: str | None, out_dir: str,
-    memory_mb: int,
+    memory_mb: int, limits: ProcessorLimits | None,
 ) -> None:
     import resource
 
@@ -275,7 +276,7 @@ def _isolated_child(
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        run = run_processor(name, path, options, filename, out_dir=out_dir)
+        run = run_processor(name, path, options, filename, out_dir=out_dir, limits=limits)
         conn.send(("ok", run.result, ""))
     except ProcessorError as exc:
         conn.send(("error", exc.code, exc.message))
@@ -294,6 +295,7 @@ def run_isolated(
     out_dir: Path | str,
     memory_mb: int = 1536,
     timeout: float = 100.0,
+    limits: ProcessorLimits | None = None,
 ) -> IsolatedOutcome:
     """Run a processor in a fresh (spawned) process with an address-space cap (RLIMIT_AS).
 
@@ -306,7 +308,7 @@ def run_isolated(
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_isolated_child,
-        args=(child, name, str(path), options, filename, str(out_dir), memory_mb),
+        args=(child, name, str(path), options, filename, str(out_dir), memory_mb, limits),
     )
     proc.start()
     child.close()

@@ -107,3 +107,14 @@ def alloc_touch(ctx: Context) -> int:
     blob = bytearray(b"\x01" * (opts.megabytes * 1024 * 1024))
     time.sleep(opts.hold_s)
     return len(blob)
+
+
+@processor("badname", description="Write an artifact under a name the rule refuses")
+def badname(ctx: Context) -> None:
+    with ctx.artifact("my file.txt", "text/plain") as out:
+        out.write(b"spaces are not allowed in artifact names")
+
+
+@processor("crash", description="Raise an unexpected exception with a multi-line message")
+def crash(ctx: Context) -> None:
+    raise RuntimeError(f"boom in {ctx.work_dir / 'secret' / 'file.bin'}\nsecond line\nthird")

@@ -10,7 +10,7 @@ import pytest
 
 from conveyor.errors import ProcessorError
 from conveyor.processors import build_registry
-from conveyor.processors.archive import (
+from conveyor.processors.archive_members import (
     check_member,
     find_overlap,
     safe_parts,

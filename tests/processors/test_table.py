@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.errors import ProcessorError
 from conveyor.processors.csv_repair import frame
-from conveyor.processors.table import Dialect, detect_encoding, sniff_dialect
+from conveyor.processors.table_text import Dialect, detect_encoding, sniff_dialect
 
 from .conftest import MESSY_CSV, Run, xlsx
 

@@ -24,7 +24,7 @@ from conveyor.api.maintenance import retention_loop, startup_sweep
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
 from conveyor.api.services import Services
-from conveyor.processors.registry import build_registry
+from conveyor.processors.builtin import build_registry
 from conveyor.settings import Settings
 from conveyor.storage import LocalStorage
 from conveyor.store import Store

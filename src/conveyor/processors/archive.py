@@ -5,7 +5,7 @@ Every extracted regular file becomes a child job (pipeline ``auto``). Policy:
 - A member with an unsafe name (absolute, ``..``, backslash traversal, drive letter, NUL)
   refuses the **whole archive** with ``unsafe_path``; a link, device, FIFO or socket refuses it
   with ``unsafe_member``. Partial extraction of a hostile archive would hide the attack.
-- Caps (environment, read per job): ``CONVEYOR_ARCHIVE_MAX_ENTRIES`` (10,000),
+- Caps (settings, handed over as ``ctx.limits``): ``CONVEYOR_ARCHIVE_MAX_ENTRIES`` (10,000),
   ``CONVEYOR_ARCHIVE_MAX_BYTES`` (2 GiB, inflated bytes counted while inflating, never taken
   from headers), ``CONVEYOR_ARCHIVE_MAX_RATIO`` (200: inflated / compressed, checked as data
   streams in, past the first MiB). Zip entries whose data overlap (the "quoted-overlap" bomb,
@@ -14,38 +14,44 @@ Every extracted regular file becomes a child job (pipeline ``auto``). Policy:
   ``auto`` pipeline's ``archive_depth`` and ``depth >= max_depth`` fails ``nesting_too_deep``.
 - Encrypted zip members and duplicate names are skipped, with the reason, in ``skipped``.
 
-Member checks are pure (:func:`check_member`); the extraction writes regular files only,
-created with ``O_EXCL | O_NOFOLLOW`` under ``work_dir``, never through the libraries' own
-``extract`` methods.
+Member checks are pure (:mod:`conveyor.processors.archive_members`); the extraction writes
+regular files only, created with ``O_EXCL | O_NOFOLLOW`` under ``work_dir``, never through the
+libraries' own ``extract`` methods.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
-import stat
-import struct
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ProcessorError
-from conveyor.processors.base import Context
-from conveyor.processors.registry import processor
+from conveyor.processors.archive_members import (
+    check_member,
+    find_overlap,
+    safe_parts,
+    tar_member_kind,
+    zip_declared_entries,
+    zip_member_kind,
+)
+from conveyor.processors.base import Context, ProcessorLimits, define
+from conveyor.settings import (
+    DEFAULT_ARCHIVE_MAX_BYTES,
+    DEFAULT_ARCHIVE_MAX_ENTRIES,
+    DEFAULT_ARCHIVE_MAX_RATIO,
+)
 
 Consumed = Callable[[], int]
-MemberKind = Literal["file", "dir", "symlink", "hardlink", "device", "fifo", "other"]
 
 CHUNK = 1 << 20
 #: Ratios are judged only past this many inflated bytes: tiny files compress absurdly well.
 RATIO_GRACE_BYTES = 1 << 20
-_DRIVE = re.compile(r"^[A-Za-z]:")
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 TAR_TYPES = ("application/x-tar", "application/gzip", "application/x-gzip",
              "application/x-bzip2", "application/x-xz")
@@ -61,131 +67,16 @@ class ArchiveOptions(BaseModel):
     max_depth: int = Field(default=3, ge=1, le=5)
 
 
-DEFAULT_MAX_ENTRIES = 10_000
-#: Inflated bytes go to disk, never to memory: the cap protects the worker's disk.
-DEFAULT_MAX_BYTES = 2 * 1024**3
-DEFAULT_MAX_RATIO = 200.0
-
-
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_entries: int = DEFAULT_MAX_ENTRIES
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_ratio: float = DEFAULT_MAX_RATIO
+    max_entries: int = DEFAULT_ARCHIVE_MAX_ENTRIES
+    max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
+    max_ratio: float = DEFAULT_ARCHIVE_MAX_RATIO
 
     @classmethod
-    def from_env(cls) -> Limits:
-        """Caps from ``CONVEYOR_ARCHIVE_MAX_{ENTRIES,BYTES,RATIO}`` (defaults otherwise)."""
-        env = os.environ
-        return cls(
-            max_entries=int(env.get("CONVEYOR_ARCHIVE_MAX_ENTRIES") or DEFAULT_MAX_ENTRIES),
-            max_bytes=int(env.get("CONVEYOR_ARCHIVE_MAX_BYTES") or DEFAULT_MAX_BYTES),
-            max_ratio=float(env.get("CONVEYOR_ARCHIVE_MAX_RATIO") or DEFAULT_MAX_RATIO),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    code: str
-    reason: str
-
-
-def check_member(name: str, kind: MemberKind) -> Refusal | None:
-    """Why a member must not be extracted (``unsafe_path`` / ``unsafe_member``), or None."""
-    if not name or "\x00" in name:
-        return Refusal("unsafe_path", f"bad member name {name!r}")
-    if name.startswith(("/", "\\")):
-        return Refusal("unsafe_path", f"absolute member path {name!r}")
-    if _DRIVE.match(name):
-        return Refusal("unsafe_path", f"drive-letter member path {name!r}")
-    # Backslashes are separators on Windows and in many zip writers: split on both.
-    if any(part == ".." for part in re.split(r"[/\\]", name)):
-        return Refusal("unsafe_path", f"member path escapes the archive: {name!r}")
-    if kind in ("symlink", "hardlink", "device", "fifo", "other"):
-        return Refusal("unsafe_member", f"{kind} member {name!r} is not extracted")
-    return None
-
-
-def safe_parts(name: str) -> tuple[str, ...]:
-    """The path components of a checked member name, without empty and ``.`` parts."""
-    return tuple(p for p in re.split(r"[/\\]", name) if p not in ("", "."))
-
-
-def zip_member_kind(info: zipfile.ZipInfo) -> MemberKind:
-    """What a zip entry is, from its name and (Unix) mode bits."""
-    mode = info.external_attr >> 16
-    if info.create_system == 3 and mode:  # made on Unix: mode bits are meaningful
-        if stat.S_ISLNK(mode):
-            return "symlink"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            return "device"
-        if stat.S_ISFIFO(mode):
-            return "fifo"
-        if stat.S_ISSOCK(mode):
-            return "other"
-        if stat.S_ISDIR(mode):
-            return "dir"
-    return "dir" if info.filename.endswith("/") else "file"
-
-
-def tar_member_kind(member: tarfile.TarInfo) -> MemberKind:
-    """What a tar member is."""
-    if member.isreg():
-        return "file"
-    if member.isdir():
-        return "dir"
-    if member.issym():
-        return "symlink"
-    if member.islnk():
-        return "hardlink"
-    if member.ischr() or member.isblk():
-        return "device"
-    if member.isfifo():
-        return "fifo"
-    return "other"
-
-
-def zip_declared_entries(path: Path) -> int | None:
-    """The entry count from the end-of-central-directory record (zip64 aware), or None.
-
-    Read before ``ZipFile`` parses the central directory, which would build one Python object
-    per entry: a 10 GiB upload can declare hundreds of millions of them.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        start = max(0, size - (65535 + 22))
-        fh.seek(start)
-        tail = fh.read()
-        i = tail.rfind(b"PK\x05\x06")
-        if i < 0 or len(tail) - i < 22:
-            return None
-        (total,) = struct.unpack("<H", tail[i + 10 : i + 12])
-        if total != 0xFFFF or i < 20 or tail[i - 20 : i - 16] != b"PK\x06\x07":
-            return int(total)
-        (offset,) = struct.unpack("<Q", tail[i - 12 : i - 4])
-        fh.seek(offset)
-        record = fh.read(56)
-        if len(record) < 40 or record[:4] != b"PK\x06\x06":
-            return None
-        (total64,) = struct.unpack("<Q", record[32:40])
-        return int(total64)
-
-
-def find_overlap(spans: list[tuple[int, int, str]], central_dir_start: int) -> str | None:
-    """The name of an entry whose data overlaps the next one, or None (pure).
-
-    ``spans`` are ``(local header offset, minimum length, name)``; the minimum length is the
-    fixed header, the name and the compressed data (extra fields ignored, so no false alarm).
-    """
-    ordered = sorted(spans)
-    for (off, length, name), (next_off, _, next_name) in itertools.pairwise(ordered):
-        if off == next_off or off + length > next_off:
-            return f"{name!r} overlaps {next_name!r}"
-    if ordered:
-        off, length, name = ordered[-1]
-        if off + length > central_dir_start:
-            return f"{name!r} overlaps the central directory"
-    return None
+    def of(cls, limits: ProcessorLimits) -> Limits:
+        """The archive caps among a context's limits."""
+        return cls(limits.archive_max_entries, limits.archive_max_bytes, limits.archive_max_ratio)
 
 
 @dataclass(slots=True)
@@ -271,7 +162,7 @@ def _archive_kind(ctx: Context) -> str:
     raise ProcessorError("unsupported_format", f"not a zip or tar archive: {media}")
 
 
-@processor(
+@define(
     "archive",
     options=ArchiveOptions,
     description="List and safely extract zip/tar archives; each file becomes a child job",
@@ -288,7 +179,7 @@ def archive(ctx: Context) -> dict[str, Any]:
             "nesting_too_deep", f"archive nested {opts.depth} deep (limit {opts.max_depth})"
         )
     kind = _archive_kind(ctx)
-    limits = Limits.from_env()
+    limits = Limits.of(ctx.limits)
     dest = ctx.work_dir / "extracted"
     dest.mkdir()
     job = _Extraction(dest=dest, limits=limits, archive_size=size)

@@ -12,11 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.processors.archive import TAR_TYPES, ZIP_TYPES, ArchiveOptions
-from conveyor.processors.base import Context
+from conveyor.processors.base import Context, define
 from conveyor.processors.image import ImageOptions
 from conveyor.processors.media import MediaOptions
 from conveyor.processors.pdf import PdfOptions
-from conveyor.processors.registry import processor
 from conveyor.processors.sniff import OCTET_STREAM, read_head, sniff
 from conveyor.processors.table import XLSX_TYPE, TableOptions
 
@@ -62,7 +61,7 @@ def route(media_type: str, available: set[str]) -> str:
     return name if name in available else "probe"
 
 
-@processor(
+@define(
     "auto",
     options=AutoOptions,
     description="Route by the sniffed media type to image, pdf, table, archive, media or probe",
@@ -70,13 +69,12 @@ def route(media_type: str, available: set[str]) -> str:
 )
 def auto(ctx: Context) -> dict[str, Any]:
     """Delegate to the processor for this file's type and return its result with ``routed_to``."""
-    from conveyor.processors.registry import build_registry
-
     opts: AutoOptions = ctx.options
     media_type = ctx.input.media_type
     if media_type in (OCTET_STREAM, "", None):
         media_type = sniff(read_head(str(ctx.input_path)), ctx.input.filename)
-    name = route(media_type, set(build_registry().processors))
+    # Routed through the context's registry: a test's or a plug-in host's, not a global one.
+    name = route(media_type, set(ctx.registry.processors))
     sub: BaseModel | None = getattr(opts, name, None) if name != "probe" else None
     if name == "archive":
         # Depth always comes from the chain of parents, never from the caller's sub-options.

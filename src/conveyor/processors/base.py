@@ -18,21 +18,62 @@ pydantic options model::
 
 It runs inside a worker process. Raise :class:`conveyor.errors.ProcessorError` to fail the job
 with a stable code; any other exception fails the attempt as ``processor_error`` (retryable).
+
+This module knows no registry: :func:`define` makes a :class:`Processor` without registering it
+(the built-ins use it; :func:`conveyor.processors.builtin.build_registry` collects them), and the
+``@processor`` decorator of :mod:`conveyor.processors.registry` is :func:`define` plus a
+registration.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict
 
+from conveyor.settings import (
+    DEFAULT_ARCHIVE_MAX_BYTES,
+    DEFAULT_ARCHIVE_MAX_ENTRIES,
+    DEFAULT_ARCHIVE_MAX_RATIO,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    Settings,
+)
+
+if TYPE_CHECKING:
+    from conveyor.processors.registry import Registry
+
 JSON = Any
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorLimits:
+    """The caps built-in processors enforce, handed to them as ``ctx.limits``.
+
+    They are :class:`conveyor.settings.Settings` fields (``CONVEYOR_MAX_IMAGE_PIXELS``,
+    ``CONVEYOR_ARCHIVE_MAX_{ENTRIES,BYTES,RATIO}``); this small object is what a processor
+    sees, so processors never read the environment themselves.
+    """
+
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    archive_max_entries: int = DEFAULT_ARCHIVE_MAX_ENTRIES
+    archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
+    archive_max_ratio: float = DEFAULT_ARCHIVE_MAX_RATIO
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProcessorLimits:
+        """The limits configured in ``settings``."""
+        return cls(
+            max_image_pixels=settings.max_image_pixels,
+            archive_max_entries=settings.archive_max_entries,
+            archive_max_bytes=settings.archive_max_bytes,
+            archive_max_ratio=settings.archive_max_ratio,
+        )
 
 
 class NoOptions(BaseModel):
@@ -61,6 +102,10 @@ class Context(ABC):
     logger: logging.Logger
     #: A private scratch directory, removed after the attempt.
     work_dir: Path
+    #: The processors this context can run: ``delegate`` looks names up here.
+    registry: Registry
+    #: Caps from the settings (defaults for a context that sets none).
+    limits: ProcessorLimits = ProcessorLimits()
 
     @abstractmethod
     def progress(self, fraction: float, message: str | None = None) -> None:
@@ -107,3 +152,27 @@ class Processor:
 
     def validate_options(self, raw: JSON) -> BaseModel:
         return self.options.model_validate(raw or {})
+
+
+def define(
+    name: str,
+    *,
+    options: type[BaseModel] = NoOptions,
+    description: str = "",
+    accepts: Iterable[str] = ("*/*",),
+) -> Callable[[ProcessorFn], Processor]:
+    """Make ``fn`` a :class:`Processor` named ``name``, registered nowhere.
+
+    The description defaults to the first line of the function's docstring.
+    """
+
+    def decorate(fn: ProcessorFn) -> Processor:
+        return Processor(
+            name=name,
+            fn=fn,
+            options=options,
+            description=description or (fn.__doc__ or "").strip().split("\n")[0],
+            accepts=tuple(accepts),
+        )
+
+    return decorate

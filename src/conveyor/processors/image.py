@@ -2,10 +2,10 @@
 
 Pillow (plus pi-heif for HEIC input) opens only an allow-list of formats, so EPS (Ghostscript),
 FITS (CVE-2026-40192) and the other exotic decoders never see user bytes. The pixel count is
-checked from the header before anything is decoded (``CONVEYOR_MAX_IMAGE_PIXELS``, default
-100 MP). Renditions are ``w{size}.{ext}`` where ``size`` is the target *width* (as in ``srcset``
-``w`` descriptors); an image is never upscaled, so a size wider than the image gives a
-rendition at the image's own width.
+checked from the header before anything is decoded (``ctx.limits.max_image_pixels``, from
+``CONVEYOR_MAX_IMAGE_PIXELS``, default 100 MP). Renditions are ``w{size}.{ext}`` where ``size``
+is the target *width* (as in ``srcset`` ``w`` descriptors); an image is never upscaled, so a
+size wider than the image gives a rendition at the image's own width.
 
 Fast paths: a JPEG is decoded with ``draft()`` (DCT scaling) at the smallest scale that still
 covers the largest rendition, and each rendition is resized from the previous, larger one.
@@ -23,15 +23,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ProcessorError
-from conveyor.processors.base import Context
-from conveyor.processors.registry import processor
+from conveyor.processors.base import Context, define
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 #: Pillow format names we decode. Never EPS (runs Ghostscript), FITS, PSD, ...
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF")
-DEFAULT_MAX_PIXELS = 100_000_000
 
 _EXT = {"webp": "webp", "jpeg": "jpg", "avif": "avif", "png": "png"}
 _MEDIA = {"webp": "image/webp", "jpeg": "image/jpeg", "avif": "image/avif", "png": "image/png"}
@@ -62,12 +60,6 @@ class ImageOptions(BaseModel):
     keep_metadata: bool = Field(
         default=False, description="Keep EXIF in the renditions (stripped by default)."
     )
-
-
-def max_pixels() -> int:
-    """The pixel cap, from ``CONVEYOR_MAX_IMAGE_PIXELS`` (read per call so tests can set it)."""
-    raw = os.environ.get("CONVEYOR_MAX_IMAGE_PIXELS", "")
-    return int(raw) if raw.strip() else DEFAULT_MAX_PIXELS
 
 
 def _open(path: os.PathLike[str], cap: int) -> PILImage.Image:
@@ -148,7 +140,7 @@ def _plan(width: int, sizes: list[int]) -> list[tuple[int, int]]:
     return sorted(((s, min(s, width)) for s in set(sizes)), key=lambda p: -p[0])
 
 
-@processor(
+@define(
     "image",
     options=ImageOptions,
     description="Image renditions (webp/jpeg/avif/png), EXIF orientation applied, metadata "
@@ -163,7 +155,7 @@ def image(ctx: Context) -> dict[str, Any]:
     opts: ImageOptions = ctx.options
     if ctx.input.size == 0 or os.path.getsize(ctx.input_path) == 0:
         raise ProcessorError("empty_file", "the file is empty")
-    im = _open(ctx.input_path, max_pixels())
+    im = _open(ctx.input_path, ctx.limits.max_image_pixels)
     with im:
         fmt = im.format
         src_w, src_h, src_mode = im.width, im.height, im.mode

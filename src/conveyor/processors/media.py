@@ -15,8 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ProcessorError
-from conveyor.processors.base import Context
-from conveyor.processors.registry import processor
+from conveyor.processors.base import Context, define
 
 AVAILABLE = find_spec("av") is not None
 #: Packets demuxed after the seek before giving up on a poster frame.
@@ -137,10 +136,14 @@ def media(ctx: Context) -> dict[str, Any]:
     }
 
 
-if AVAILABLE:
-    processor(
+#: The processor, or None when ``av`` is not installed (then it is not registered).
+MEDIA = (
+    define(
         "media",
         options=MediaOptions,
         description="Audio/video probe (duration, streams, codecs) and a poster frame (PyAV)",
         accepts=["video/*", "audio/*"],
     )(media)
+    if AVAILABLE
+    else None
+)

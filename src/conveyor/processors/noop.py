@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from conveyor.processors.base import Context
-from conveyor.processors.registry import processor
+from conveyor.processors.base import Context, define
 
 
-@processor("noop", description="Do nothing (for benchmarks and smoke tests)", accepts=["*/*"])
+@define("noop", description="Do nothing (for benchmarks and smoke tests)", accepts=["*/*"])
 def noop(ctx: Context) -> dict[str, bool]:
     return {"ok": True}

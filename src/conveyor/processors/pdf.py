@@ -18,8 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ProcessorError
-from conveyor.processors.base import Context
-from conveyor.processors.registry import processor
+from conveyor.processors.base import Context, define
 
 #: Bytes of the file scanned for active-content names.
 SCAN_BYTES = 64 * 1024 * 1024
@@ -87,7 +86,7 @@ def _scan_file(path: Path) -> set[str]:
     return flags
 
 
-@processor(
+@define(
     "pdf",
     options=PdfOptions,
     description="PDF text per page, page previews, metadata and active-content flags",

@@ -6,13 +6,12 @@ from the header, PDF page count, the first line of a text file.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from conveyor.processors.base import Context
-from conveyor.processors.registry import processor
+from conveyor.digest import file_digest
+from conveyor.processors.base import Context, define
 from conveyor.processors.sniff import read_head, sniff
 
 
@@ -40,24 +39,19 @@ def _details(ctx: Context, media_type: str) -> dict[str, Any]:
     return {}
 
 
-@processor(
+@define(
     "probe",
     options=ProbeOptions,
     description="Identify a file: sniffed media type, size, sha256 and cheap details",
     accepts=["*/*"],
 )
 def probe(ctx: Context) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(ctx.input_path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
+    size, sha256 = file_digest(ctx.input_path)
     media_type = sniff(read_head(str(ctx.input_path)), ctx.input.filename)
     ctx.progress(1.0, "probed")
     return {
         "media_type": media_type,
         "size": size,
-        "sha256": digest.hexdigest(),
+        "sha256": sha256,
         "details": _details(ctx, media_type),
     }

@@ -1,8 +1,9 @@
 """The registry of processors and pipelines.
 
-Sources, in order: the built-ins, the entry-point group ``conveyor.processors``, and the
-``module`` or ``module:attr`` paths from ``CONVEYOR_PROCESSORS`` / ``--processors``. A later
-registration with the same name replaces an earlier one (so a plug-in can override a built-in).
+The registry knows no processor by itself: :func:`conveyor.processors.builtin.build_registry`
+fills one with the built-ins, the entry-point group ``conveyor.processors`` and the ``module``
+or ``module:attr`` paths from ``CONVEYOR_PROCESSORS`` / ``--processors``. A later registration
+with the same name replaces an earlier one (so a plug-in can override a built-in).
 
 A pipeline is a named list of steps. Every processor is also a one-step pipeline of its own
 name, whose options are that processor's options. A multi-step pipeline takes options keyed by
@@ -19,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from conveyor.processors.base import JSON, NoOptions, Processor, ProcessorFn
+from conveyor.processors.base import JSON, NoOptions, Processor, ProcessorFn, define
 
 ENTRY_POINT_GROUP = "conveyor.processors"
 
@@ -163,34 +164,11 @@ def processor(
     accepts: Iterable[str] = ("*/*",),
     registry: Registry | None = None,
 ) -> Callable[[ProcessorFn], Processor]:
-    """Register ``fn`` as a processor named ``name``."""
+    """Register ``fn`` as a processor named ``name`` (in ``registry``, else the default one)."""
 
     def decorate(fn: ProcessorFn) -> Processor:
-        proc = Processor(
-            name=name,
-            fn=fn,
-            options=options,
-            description=description or (fn.__doc__ or "").strip().split("\n")[0],
-            accepts=tuple(accepts),
-        )
+        proc = define(name, options=options, description=description, accepts=accepts)(fn)
         (registry or default_registry).add(proc)
         return proc
 
     return decorate
-
-
-_loaded_specs: set[tuple[str, ...]] = set()
-
-
-def build_registry(specs: Iterable[str] = ()) -> Registry:
-    """The default registry with built-ins, entry points and ``specs`` loaded (idempotent)."""
-    import conveyor.processors.builtin
-    import conveyor.processors.noop  # noqa: F401
-
-    key = tuple(s for s in specs if s.strip())
-    if key not in _loaded_specs:
-        default_registry.load_entry_points()
-        for spec in key:
-            default_registry.load(spec)
-        _loaded_specs.add(key)
-    return default_registry

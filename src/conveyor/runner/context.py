@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -16,12 +14,11 @@ from typing import Any, BinaryIO
 from ulid import ULID
 
 from conveyor.errors import LeaseLost, ProcessorError
-from conveyor.processors.base import JSON, Context, InputInfo
+from conveyor.processors.base import JSON, Context, InputInfo, ProcessorLimits
+from conveyor.processors.names import check_artifact_name
 from conveyor.processors.registry import BadOptions, Registry, UnknownPipeline
 from conveyor.processors.sniff import read_head, sniff
 from conveyor.store import Store
-
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 
 
 @dataclass(slots=True)
@@ -38,16 +35,6 @@ class ChildSpec:
     filename: str
     pipeline: str
     options: Any
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def sniff_file(path: Path, filename: str | None = None) -> str:
@@ -92,8 +79,10 @@ class RunContext(Context):
         work_dir: Path,
         state: AttemptState,
         progress_interval_s: float = 0.1,
+        limits: ProcessorLimits | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits or ProcessorLimits()
         self.registry = registry
         self.job_id = job_id
         self.token = token
@@ -132,6 +121,7 @@ class RunContext(Context):
         self.state.produced[name] = Produced(name, media_type, path)
 
     def artifact(self, name: str, media_type: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        check_artifact_name(name)  # here, not when the writer is entered
         return self._writer(name, media_type)
 
     def artifact_from_path(self, name: str, media_type: str, path: Path) -> None:
@@ -140,9 +130,7 @@ class RunContext(Context):
         self.state.produced[name] = Produced(name, media_type, target)
 
     def _claim_name(self, name: str) -> Path:
-        if not _NAME.match(name):
-            raise ValueError(f"bad artifact name {name!r}")
-        return self.state.out_dir / name
+        return self.state.out_dir / check_artifact_name(name)
 
     def cancelled(self) -> bool:
         if self._cancelled:
@@ -186,6 +174,7 @@ class RunContext(Context):
             work_dir=self._work_dir,
             state=self.state,
             progress_interval_s=self._progress_interval,
+            limits=self.limits,
         )
         sub._last_progress = self._last_progress
         return proc(sub)

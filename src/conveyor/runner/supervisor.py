@@ -18,7 +18,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
@@ -27,6 +27,13 @@ import psutil
 from conveyor.errors import LeaseLost
 from conveyor.models import ErrorCode, JobError, JobState
 from conveyor.runner.retry import RetryPolicy
+from conveyor.runner.watchdog import (
+    Watched,
+    WatchLimits,
+    decide,
+    heartbeat_interval,
+    reap_interval,
+)
 from conveyor.runner.worker import worker_main
 from conveyor.settings import Settings
 from conveyor.store import Store
@@ -37,25 +44,15 @@ _spawn = multiprocessing.get_context("spawn")
 
 
 @dataclass(slots=True)
-class Running:
-    job_id: str
-    token: str
-    started: float
-    timeout_s: float
-    cancel_seen: float | None = None
-
-
-@dataclass(slots=True)
 class Slot:
     index: int
     process: BaseProcess
     pipe: Connection
     worker_id: str
-    running: Running | None = None
+    running: Watched | None = None
     jobs: int = 0
     kill_reason: JobError | None = None
     retiring: bool = False
-    rss_checked: float = field(default=0.0)
 
 
 class Supervisor:
@@ -72,6 +69,7 @@ class Supervisor:
             default_webhook_url=settings.webhook_url,
         )
         self.policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s)
+        self.limits = WatchLimits.of(settings.cancel_grace_s, settings.worker_rss_mb)
         self.slots: list[Slot] = []
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -151,10 +149,10 @@ class Supervisor:
                 self._on_exit(slot)
         self._watch(now)
         wall = time.time()
-        if wall - self._last_heartbeat >= max(self.settings.lease_s / 4, 0.2):
+        if wall - self._last_heartbeat >= heartbeat_interval(self.settings.lease_s):
             self._last_heartbeat = wall
             self._heartbeat()
-        if wall - self._last_reap >= max(self.settings.lease_s / 2, 0.5):
+        if wall - self._last_reap >= reap_interval(self.settings.lease_s):
             self._last_reap = wall
             self.store.maintenance.reap_expired_leases(self.policy)
 
@@ -169,7 +167,7 @@ class Supervisor:
             kind = message[0]
             if kind == "start":
                 _, job_id, token, timeout_s = message
-                slot.running = Running(job_id, token, time.monotonic(), float(timeout_s))
+                slot.running = Watched(job_id, token, time.monotonic(), float(timeout_s))
             elif kind == "done":
                 slot.running = None
                 slot.jobs += 1
@@ -192,7 +190,7 @@ class Supervisor:
         if not self._stop.is_set():
             self.slots.append(self._spawn(slot.index))
 
-    def _record_failure(self, running: Running, error: JobError) -> None:
+    def _record_failure(self, running: Watched, error: JobError) -> None:
         try:
             if error.code == ErrorCode.CANCELLED:
                 self.store.attempts.finish_cancelled(running.job_id, running.token)
@@ -203,28 +201,25 @@ class Supervisor:
             pass  # already finished, or a newer attempt owns it
 
     def _watch(self, now: float) -> None:
-        grace = self.settings.cancel_grace_s
+        """The I/O around :func:`conveyor.runner.watchdog.decide`: read RSS, kill, record."""
         for slot in self.slots:
             run = slot.running
             if run is None or slot.kill_reason is not None:
                 continue
-            if now - run.started > run.timeout_s:
-                self._kill(slot, JobError(ErrorCode.TIMEOUT,
-                                          f"the job ran past its timeout of {run.timeout_s:g} s",
-                                          False))
-            elif run.cancel_seen is not None and now - run.cancel_seen > grace:
-                self._kill(slot, JobError(ErrorCode.CANCELLED, "cancelled", False))
-            elif self.settings.worker_rss_mb and now - slot.rss_checked > 0.5:
-                slot.rss_checked = now
-                try:
-                    rss = psutil.Process(slot.process.pid).memory_info().rss
-                except psutil.Error:
-                    continue
-                if rss > self.settings.worker_rss_mb * 1024 * 1024:
-                    self._kill(slot, JobError(
-                        ErrorCode.MEMORY_EXCEEDED,
-                        f"the worker used {rss >> 20} MiB, over its cap of "
-                        f"{self.settings.worker_rss_mb} MiB", False))
+            rss = None
+            if run.rss_due(now, self.limits):
+                run.rss_checked = now
+                rss = self._rss(slot)
+            kill = decide(run.observe(now, rss), self.limits)
+            if kill is not None:
+                self._kill(slot, kill.reason)
+
+    @staticmethod
+    def _rss(slot: Slot) -> int | None:
+        try:
+            return int(psutil.Process(slot.process.pid).memory_info().rss)
+        except (psutil.Error, ValueError):
+            return None
 
     def _heartbeat(self) -> None:
         for slot in self.slots:
@@ -232,8 +227,8 @@ class Supervisor:
             if run is None:
                 continue
             beat = self.store.attempts.heartbeat(run.job_id, run.token, self.settings.lease_s)
-            if beat.cancel_requested and run.cancel_seen is None:
-                run.cancel_seen = time.monotonic()
+            if beat.cancel_requested:
+                run.saw_cancel(time.monotonic())
 
     def _drained(self) -> bool:
         if any(s.running for s in self.slots):

@@ -18,12 +18,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from conveyor.digest import file_digest
 from conveyor.errors import LeaseLost, ProcessorError
-from conveyor.models import ErrorCode, JobError, JobState
+from conveyor.models import ErrorCode, JobError
 from conveyor.notify import JOBS
-from conveyor.processors.base import InputInfo
-from conveyor.processors.registry import BadOptions, Registry, UnknownPipeline, build_registry
-from conveyor.runner.context import AttemptState, RunContext, file_digest, sniff_file
+from conveyor.processors.base import InputInfo, ProcessorLimits
+from conveyor.processors.builtin import build_registry
+from conveyor.processors.registry import BadOptions, Registry, UnknownPipeline
+from conveyor.runner.classify import classify
+from conveyor.runner.context import AttemptState, RunContext, sniff_file
 from conveyor.runner.retry import RetryPolicy
 from conveyor.settings import Settings
 from conveyor.storage import LocalStorage, artifact_key, input_key, put_file
@@ -62,6 +65,7 @@ class Worker:
         self.storage = LocalStorage(settings.files_dir)
         self.registry: Registry = build_registry(settings.processors)
         self.policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s)
+        self.limits = ProcessorLimits.from_settings(settings)
         self.stopping = False
         self.work_root = settings.data_dir / "work"
 
@@ -99,16 +103,33 @@ class Worker:
         work_dir = self.work_root / f"{self.worker_id}-{claim.token[:12]}"
         try:
             self._run(claim, work_dir)
-        except MemoryError:
-            self._fail(claim, JobError(ErrorCode.MEMORY_EXCEEDED, "the job ran out of memory "
-                                       f"(cap {self.settings.worker_memory_mb} MiB)", False))
-            return True
         except LeaseLost:
             log.info("job %s: lease lost, outcome dropped", job.id)
+        except Exception as exc:  # MemoryError included
+            return self._ended_by(claim, exc)
         finally:
             if work_dir.exists():
                 shutil.rmtree(work_dir, ignore_errors=True)
         return False
+
+    def _ended_by(self, claim: Claim, exc: Exception) -> bool:
+        """Record the outcome of an attempt that raised. True if this process should recycle."""
+        job = claim.job
+        if isinstance(exc, ProcessorError) and exc.code == ErrorCode.CANCELLED:
+            # The processor honoured a cancel request: not a failure.
+            try:
+                self.store.attempts.finish_cancelled(job.id, claim.token)
+            except LeaseLost:
+                log.info("job %s: lease lost before recording the cancel", job.id)
+            return False
+        error = classify(exc, memory_cap_mb=self.settings.worker_memory_mb)
+        if isinstance(exc, ProcessorError | BadOptions | UnknownPipeline):
+            log.info("job %s: %s: %s", job.id, error.code, error.message)
+        else:  # unexpected: the traceback goes to the log, one short line to the job
+            log.error("job %s: attempt failed (%s)", job.id, error.code, exc_info=exc)
+        self._fail(claim, error)
+        # After a MemoryError the heap may be fragmented and huge: start a fresh process.
+        return error.code == ErrorCode.MEMORY_EXCEEDED
 
     def _fail(self, claim: Claim, error: JobError) -> None:
         try:
@@ -118,11 +139,7 @@ class Worker:
 
     def _run(self, claim: Claim, work_dir: Path) -> None:
         job = claim.job
-        try:
-            pipe = self.registry.pipeline(job.pipeline)
-        except UnknownPipeline as exc:
-            self._fail(claim, JobError(ErrorCode.UNKNOWN_PIPELINE, str(exc), False))
-            return
+        pipe = self.registry.pipeline(job.pipeline)  # UnknownPipeline: see _ended_by
         input_path = self.storage.local_path(job.input_key)
         if not input_path.is_file():
             self._fail(claim, JobError(ErrorCode.INPUT_MISSING, "the input file is missing", False))
@@ -131,36 +148,20 @@ class Worker:
         info = InputInfo(job.input_filename, job.input_size, job.input_sha256, job.media_type,
                          job.declared_type)
         results: dict[str, Any] = {}
-        try:
-            options = self.registry.validate(job.pipeline, job.options)
-            for step in pipe.steps:
-                proc = self.registry.processors[step]
-                raw = options if pipe.single else options.get(step)
-                ctx = RunContext(
-                    store=self.store, registry=self.registry, job_id=job.id, token=claim.token,
-                    attempt=claim.attempt, input_path=input_path, input=info,
-                    options=proc.validate_options(raw), work_dir=work_dir, state=state,
-                    progress_interval_s=self.settings.progress_interval_s,
-                )
-                results[step] = proc(ctx)
-                # A cancel that arrives now is still honoured: complete() checks it in its
-                # transaction, and cancellation wins.
-        except ProcessorError as exc:
-            if exc.code == ErrorCode.CANCELLED:
-                self.store.attempts.finish_cancelled(job.id, claim.token)
-            else:
-                self._fail(claim, JobError(exc.code, exc.message, exc.retryable))
-            return
-        except BadOptions as exc:
-            self._fail(claim, JobError(ErrorCode.BAD_OPTIONS, str(exc), False))
-            return
-        except (MemoryError, LeaseLost):
-            raise
-        except Exception as exc:
-            log.exception("job %s: processor crashed", job.id)
-            self._fail(claim, JobError(ErrorCode.PROCESSOR_ERROR,
-                                       f"{type(exc).__name__}: {exc}", True))
-            return
+        # Whatever a step raises ends the attempt: run() hands it to _ended_by.
+        options = self.registry.validate(job.pipeline, job.options)
+        for step in pipe.steps:
+            proc = self.registry.processors[step]
+            raw = options if pipe.single else options.get(step)
+            ctx = RunContext(
+                store=self.store, registry=self.registry, job_id=job.id, token=claim.token,
+                attempt=claim.attempt, input_path=input_path, input=info,
+                options=proc.validate_options(raw), work_dir=work_dir, state=state,
+                progress_interval_s=self.settings.progress_interval_s, limits=self.limits,
+            )
+            results[step] = proc(ctx)
+            # A cancel that arrives now is still honoured: complete() checks it in its
+            # transaction, and cancellation wins.
         result = results[pipe.steps[0]] if pipe.single else results
         self._commit(claim, result, state)
 
@@ -187,25 +188,17 @@ class Worker:
                 )
             )
         try:
-            outcome = self.store.attempts.complete(job.id, claim.token, result, produced, children)
+            self.store.attempts.complete(job.id, claim.token, result, produced, children)
         except LeaseLost:
             # A newer attempt owns the job: nothing of ours may remain.
-            self._drop_outputs(job.id, claim.token, children)
+            self.storage.delete_prefix(f"artifacts/{job.id}/{claim.token}")
+            for new_child in children:
+                self.storage.delete(new_child.input_key)
             raise
-        if outcome is not JobState.SUCCEEDED:
-            # Cancelled while finishing: cancellation wins and the outputs are dropped.
-            self._drop_outputs(job.id, claim.token, children)
-            return
         # Leftovers of earlier, killed attempts.
         for key in self.storage.keys(f"artifacts/{job.id}"):
             if f"/{claim.token}/" not in key:
                 self.storage.delete(key)
-
-
-    def _drop_outputs(self, job_id: str, token: str, children: list[NewJob]) -> None:
-        self.storage.delete_prefix(f"artifacts/{job_id}/{token}")
-        for child in children:
-            self.storage.delete(child.input_key)
 
 
 def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:
@@ -215,7 +208,7 @@ def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:
     _cap_memory(settings.worker_memory_mb)
     if settings.worker_nice:
         os.nice(settings.worker_nice)
-    logging.basicConfig(level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=settings.log_level,
                         format=f"%(asctime)s {worker_id} %(levelname)s %(name)s: %(message)s")
     worker = Worker(settings, worker_id, pipe)
 
