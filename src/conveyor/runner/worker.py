@@ -25,7 +25,15 @@ from conveyor.processors.registry import BadOptions, Registry, UnknownPipeline, 
 from conveyor.runner.context import AttemptState, RunContext, file_digest, sniff_file
 from conveyor.runner.retry import RetryPolicy
 from conveyor.settings import Settings
-from conveyor.storage import LocalStorage, artifact_key, input_key, put_file
+from conveyor.storage import (
+    BlockingStorage,
+    NotFound,
+    artifact_key,
+    artifacts_prefix,
+    attempt_prefix,
+    from_url,
+    input_key,
+)
 from conveyor.store import Artifact, Claim, NewJob, Store
 from conveyor.store.notify import JOBS
 
@@ -59,7 +67,8 @@ class Worker:
             default_webhook_url=settings.webhook_url,
             durable=False,
         )
-        self.storage = LocalStorage(settings.files_dir)
+        # Workers are synchronous: each storage call runs to completion (see storage.blocking).
+        self.storage = BlockingStorage(from_url(settings))
         self.registry: Registry = build_registry(settings.processors)
         self.policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s)
         self.stopping = False
@@ -90,12 +99,12 @@ class Worker:
         finally:
             listener.close()
             self.store.close()
+            self.storage.close()
 
     def run(self, claim: Claim) -> bool:
         """Run one attempt and record its outcome. True if this process should be recycled."""
         job = claim.job
         # The token makes the name unique: no earlier attempt can have left this directory.
-        # It is made on first use (see RunContext.work_dir): a mkdir costs more than a no-op job.
         work_dir = self.work_root / f"{self.worker_id}-{claim.token[:12]}"
         try:
             self._run(claim, work_dir)
@@ -123,8 +132,13 @@ class Worker:
         except UnknownPipeline as exc:
             self._fail(claim, JobError(ErrorCode.UNKNOWN_PIPELINE, str(exc), False))
             return
-        input_path = self.storage.local_path(job.input_key)
-        if not input_path.is_file():
+        # Processors read a file in the attempt's own directory, whatever the backend: the
+        # local one links it there, an object store downloads it.
+        work_dir.mkdir(parents=True, exist_ok=True)
+        input_path = work_dir / "input"
+        try:
+            self.storage.get_to_file(job.input_key, input_path)
+        except NotFound:
             self._fail(claim, JobError(ErrorCode.INPUT_MISSING, "the input file is missing", False))
             return
         state = AttemptState(work_dir)
@@ -170,13 +184,13 @@ class Worker:
         for item in state.produced.values():
             size, sha = file_digest(item.path)
             key = artifact_key(job.id, claim.token, item.name)
-            put_file(self.storage, item.path, key)
+            self.storage.put_from_file(item.path, key)
             produced.append(Artifact(job.id, item.name, item.media_type, size, sha, key))
         children: list[NewJob] = []
         for child in state.children:
             size, sha = file_digest(child.path)
             media_type = sniff_file(child.path, child.filename)
-            put_file(self.storage, child.path, input_key(child.id))
+            self.storage.put_from_file(child.path, input_key(child.id))
             children.append(
                 NewJob(
                     id=child.id, pipeline=child.pipeline, options=child.options,
@@ -190,13 +204,14 @@ class Worker:
             self.store.complete(job.id, claim.token, result, produced, children)
         except LeaseLost:
             # A newer attempt owns the job: nothing of ours may remain.
-            self.storage.delete_prefix(f"artifacts/{job.id}/{claim.token}")
+            self.storage.delete_prefix(attempt_prefix(job.id, claim.token))
             for new_child in children:
                 self.storage.delete(new_child.input_key)
             raise
         # Leftovers of earlier, killed attempts.
-        for key in self.storage.keys(f"artifacts/{job.id}"):
-            if f"/{claim.token}/" not in key:
+        ours = attempt_prefix(job.id, claim.token)
+        for key in self.storage.keys(artifacts_prefix(job.id)):
+            if not key.startswith(ours):
                 self.storage.delete(key)
 
 
