@@ -102,3 +102,18 @@ def alloc_touch(ctx: Context) -> int:
     blob = bytearray(b"\x01" * (opts.megabytes * 1024 * 1024))
     time.sleep(opts.hold_s)
     return len(blob)
+
+
+class EchoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "echo.bin"
+    media_type: str = "application/octet-stream"
+
+
+@processor("echo", options=EchoOptions, description="Copy the input file into one artifact")
+def echo(ctx: Context) -> dict[str, int]:
+    opts: EchoOptions = ctx.options
+    data = ctx.input_path.read_bytes()
+    with ctx.artifact(opts.name, opts.media_type) as out:
+        out.write(data)
+    return {"bytes": len(data)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
+_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 
 INPUTS = "inputs/"
 ARTIFACTS = "artifacts/"
@@ -24,7 +24,7 @@ class BadKey(ValueError):
 
 def check_key(key: str) -> str:
     """Return ``key`` if it is a well-formed key: no empty, ``.`` or ``..`` part, no leading /."""
-    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+    if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
         raise BadKey(f"not a storage key: {key!r}")
     return key
 
@@ -43,7 +43,7 @@ def input_key(job_id: str) -> str:
 def input_job_id(key: str) -> str | None:
     """The job id of an input key, or None for any other key."""
     rest = key.removeprefix(INPUTS)
-    return rest if rest != key and "/" not in rest else None
+    return rest if rest != key and rest and "/" not in rest else None
 
 
 def artifacts_prefix(job_id: str) -> str:
