@@ -132,16 +132,20 @@ class Worker:
         except UnknownPipeline as exc:
             self._fail(claim, JobError(ErrorCode.UNKNOWN_PIPELINE, str(exc), False))
             return
-        # Processors read a file in the attempt's own directory, whatever the backend: the
-        # local one links it there, an object store downloads it.
-        work_dir.mkdir(parents=True, exist_ok=True)
-        input_path = work_dir / "input"
-        try:
-            self.storage.get_to_file(job.input_key, input_path)
-        except NotFound:
+        if self.storage.stat(job.input_key) is None:
             self._fail(claim, JobError(ErrorCode.INPUT_MISSING, "the input file is missing", False))
             return
-        state = AttemptState(work_dir)
+
+        def fetch_input(path: Path) -> None:
+            # Processors read a file of the attempt's own directory, whatever the backend:
+            # the local one links it there, an object store downloads it.
+            try:
+                self.storage.get_to_file(job.input_key, path)
+            except NotFound:
+                raise ProcessorError(ErrorCode.INPUT_MISSING, "the input file is missing",
+                                     retryable=False) from None
+
+        state = AttemptState(work_dir, fetch_input)
         info = InputInfo(job.input_filename, job.input_size, job.input_sha256, job.media_type,
                          job.declared_type)
         results: dict[str, Any] = {}
@@ -152,7 +156,7 @@ class Worker:
                 raw = options if pipe.single else options.get(step)
                 ctx = RunContext(
                     store=self.store, registry=self.registry, job_id=job.id, token=claim.token,
-                    attempt=claim.attempt, input_path=input_path, input=info,
+                    attempt=claim.attempt, input=info,
                     options=proc.validate_options(raw), work_dir=work_dir, state=state,
                     progress_interval_s=self.settings.progress_interval_s,
                 )
@@ -208,7 +212,8 @@ class Worker:
             for new_child in children:
                 self.storage.delete(new_child.input_key)
             raise
-        # Leftovers of earlier, killed attempts.
+        # Leftovers of earlier, killed attempts (even an attempt 1 may follow some: a retry
+        # starts counting again).
         ours = attempt_prefix(job.id, claim.token)
         for key in self.storage.keys(artifacts_prefix(job.id)):
             if not key.startswith(ours):
