@@ -76,7 +76,7 @@ def throughput(backend: str, n: int) -> float:
         try:
             store = Store(url, run_dir=folder / "run")
             store.migrate()
-            _add(store, LocalStorage(folder / "files"), n)
+            _add(store, BlockingStorage(LocalStorage(folder / "files")), n)
             proc = _worker(folder, url, "--burst")
             proc.wait(600)
             with store.reader.connect() as conn:
