@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from ulid import ULID
 
-from conveyor.storage import LocalStorage, input_key
+from conveyor.storage import BlockingStorage, LocalStorage, input_key
 from conveyor.store import NewJob, Store
 from conveyor.store.tables import jobs
 
@@ -51,12 +51,10 @@ def _drop(name: str | None) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _add(store: Store, storage: LocalStorage, n: int) -> None:
+def _add(store: Store, storage: BlockingStorage, n: int) -> None:
     for _ in range(n):
         job_id = str(ULID())
-        temp = storage.temp()
-        temp.write(b"x")
-        temp.commit(input_key(job_id))
+        storage.put_bytes(input_key(job_id), b"x")
         store.jobs.create(NewJob(
             id=job_id, pipeline="noop", options={}, input_key=input_key(job_id),
             input_filename="x", input_size=1, input_sha256=hashlib.sha256(b"x").hexdigest(),
@@ -78,7 +76,7 @@ def throughput(backend: str, n: int) -> float:
         try:
             store = Store(url, run_dir=folder / "run")
             store.migrate()
-            _add(store, LocalStorage(folder / "files"), n)
+            _add(store, BlockingStorage(LocalStorage(folder / "files")), n)
             proc = _worker(folder, url, "--burst")
             proc.wait(600)
             with store.reader.connect() as conn:
@@ -103,7 +101,7 @@ def latency(backend: str, n: int = 200) -> list[float]:
         try:
             store = Store(url, run_dir=folder / "run")
             store.migrate()
-            storage = LocalStorage(folder / "files")
+            storage = BlockingStorage(LocalStorage(folder / "files"))
             proc = _worker(folder, url)
             _add(store, storage, 1)  # warm-up: wait until workers run
             deadline = time.monotonic() + 60

@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./conveyor-data")
     #: Default: ``sqlite:///{data_dir}/conveyor.db``.
     database_url: str | None = None
-    #: Default: ``file://{data_dir}/files``. Only local storage is implemented.
+    #: Default: ``file://{data_dir}/files``. Only local storage is implemented; the one place
+    #: that reads this is ``conveyor.storage.from_url``.
     storage_url: str | None = None
     broker_url: str | None = None
 
@@ -149,13 +150,6 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'conveyor.db'}"
-
-    @property
-    def files_dir(self) -> Path:
-        url = self.storage_url
-        if url and url.startswith("file://"):
-            return Path(url.removeprefix("file://")).expanduser().resolve()
-        return self.data_dir / "files"
 
     @property
     def run_dir(self) -> Path:

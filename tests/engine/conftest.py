@@ -18,7 +18,7 @@ import pytest
 from ulid import ULID
 
 from conveyor.settings import Settings
-from conveyor.storage import LocalStorage, input_key
+from conveyor.storage import BlockingStorage, from_url, input_key
 from conveyor.store import NewJob, Store
 from tests.conftest import base_env, need_service
 
@@ -68,16 +68,14 @@ class Engine:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(db_url, run_dir=self.settings.run_dir)
         self.store.migrate()
-        self.storage = LocalStorage(self.settings.files_dir)
+        self.storage = BlockingStorage(from_url(self.settings))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logfiles: list[Any] = []
 
     def add(self, pipeline: str, options: dict[str, Any] | None = None, *, data: bytes = b"x",
             priority: int = 0, max_attempts: int = 3, timeout_s: float = 60.0) -> str:
         job_id = str(ULID())
-        temp = self.storage.temp()
-        temp.write(data)
-        temp.commit(input_key(job_id))
+        self.storage.put_bytes(input_key(job_id), data)
         self.store.jobs.create(
             NewJob(
                 id=job_id, pipeline=pipeline, options=options or {}, input_key=input_key(job_id),
@@ -137,6 +135,7 @@ class Engine:
         for log in self.logfiles:
             log.close()
         self.store.close()
+        self.storage.close()
 
 
 @pytest.fixture

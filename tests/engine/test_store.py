@@ -9,6 +9,7 @@ import pytest
 from conveyor.errors import JobConflict, LeaseLost
 from conveyor.models import IllegalTransition, JobError, JobState
 from conveyor.runner.retry import RetryPolicy
+from conveyor.storage import artifact_key, input_key
 from conveyor.store import Artifact
 from conveyor.store.transitions import move
 from tests.engine.conftest import Engine
@@ -49,7 +50,7 @@ def test_stale_attempt_cannot_change_the_job(engine: Engine) -> None:
     assert engine.store.maintenance.reap_expired_leases(RetryPolicy(0, 0)) == 1
     fresh = engine.store.attempts.claim_next("w2", 30)
     assert fresh is not None and fresh.job.id == job_id
-    art = Artifact(job_id, "a.txt", "text/plain", 1, "0" * 64, "artifacts/x/y/a.txt")
+    art = Artifact(job_id, "a.txt", "text/plain", 1, "0" * 64, artifact_key("x", "y", "a.txt"))
     with pytest.raises(LeaseLost):
         engine.store.attempts.complete(job_id, stale.token, {"from": "stale"}, [art])
     with pytest.raises(LeaseLost):
@@ -152,7 +153,7 @@ def test_delete_tombstones_and_fences_running_attempt(engine: Engine) -> None:
     claim = engine.store.attempts.claim_next("w", 30)
     assert claim is not None
     keys = engine.store.jobs.delete(job_id)
-    assert keys == [f"inputs/{job_id}"]
+    assert keys == [input_key(job_id)]
     with pytest.raises(LeaseLost):
         engine.store.attempts.complete(job_id, claim.token, {})
     job = engine.store.jobs.get(job_id)

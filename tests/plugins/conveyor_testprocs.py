@@ -118,3 +118,17 @@ def badname(ctx: Context) -> None:
 @processor("crash", description="Raise an unexpected exception with a multi-line message")
 def crash(ctx: Context) -> None:
     raise RuntimeError(f"boom in {ctx.work_dir / 'secret' / 'file.bin'}\nsecond line\nthird")
+
+class EchoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "echo.bin"
+    media_type: str = "application/octet-stream"
+
+
+@processor("echo", options=EchoOptions, description="Copy the input file into one artifact")
+def echo(ctx: Context) -> dict[str, int]:
+    opts: EchoOptions = ctx.options
+    data = ctx.input_path.read_bytes()
+    with ctx.artifact(opts.name, opts.media_type) as out:
+        out.write(data)
+    return {"bytes": len(data)}

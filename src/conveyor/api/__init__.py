@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from conveyor import __version__, problems
 from conveyor.api import docs
 from conveyor.api.body_timeout import BodyIdleTimeout
+from conveyor.api.downloads import router as downloads_router
 from conveyor.api.events import router as events_router
 from conveyor.api.head import HeadAsGet
 from conveyor.api.hub import EventHub
@@ -26,7 +27,7 @@ from conveyor.api.routes_system import router as system_router
 from conveyor.api.services import Services
 from conveyor.processors.builtin import build_registry
 from conveyor.settings import Settings
-from conveyor.storage import LocalStorage
+from conveyor.storage import from_url
 from conveyor.store import Store
 from conveyor.webhooks.outbox import Outbox, load_secret
 
@@ -62,8 +63,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
             default_webhook_url=settings.webhook_url,
         )
         await to_thread.run_sync(store.migrate)
-        storage = LocalStorage(settings.files_dir)
-        await to_thread.run_sync(startup_sweep, store, storage)
+        storage = from_url(settings)
+        await startup_sweep(store, storage)
         registry = build_registry(settings.processors)
         hub = EventHub(store)
         svc = Services(settings, store, storage, registry, hub)
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     app.add_middleware(HeadAsGet, router=app.router)
     app.add_middleware(BodyIdleTimeout, idle_s=settings.body_idle_timeout_s)
     app.include_router(jobs_router)
+    app.include_router(downloads_router)
     app.include_router(events_router)
     app.include_router(system_router)
 

@@ -1,54 +1,63 @@
-"""Start-up and periodic housekeeping: crashed uploads' temp files, orphans, retention."""
+"""Start-up and periodic housekeeping: crashed uploads' temp files, orphans, retention.
+
+Everything goes through the storage protocol (listing included), so it works on any backend.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import time
 
 from anyio import to_thread
 
-from conveyor.storage import LocalStorage
+from conveyor.storage import Storage, artifacts_prefix, input_job_id
+from conveyor.storage.keys import INPUTS
 from conveyor.store import Store
 
 log = logging.getLogger("conveyor.maintenance")
 
 
-def startup_sweep(store: Store, storage: LocalStorage) -> dict[str, int]:
-    """Remove temp files of uploads that never got a 202, and inputs no job row points at."""
-    temps = storage.sweep_temp()
-    inputs_dir = storage.root / "inputs"
+async def startup_sweep(store: Store, storage: Storage) -> dict[str, int]:
+    """Remove writes of uploads that never got a 202, and inputs no job row points at."""
+    temps = await storage.sweep()
+    keys = await storage.keys(INPUTS)
+    by_id = {job_id: key for key in keys if (job_id := input_job_id(key)) is not None}
+    known = await to_thread.run_sync(store.maintenance.existing_ids, list(by_id))
     orphans = 0
-    if inputs_dir.is_dir():
-        names = os.listdir(inputs_dir)
-        known = store.maintenance.existing_ids(names)
-        for name in names:
-            if name not in known:
-                storage.delete(f"inputs/{name}")
-                orphans += 1
+    for job_id, key in by_id.items():
+        if job_id not in known:
+            await storage.delete(key)
+            orphans += 1
     if temps or orphans:
         log.info("start-up sweep removed %d temp files and %d orphan inputs", temps, orphans)
     return {"temp_files": temps, "orphan_inputs": orphans}
 
 
-def sweep_expired(store: Store, storage: LocalStorage, now: float | None = None) -> int:
+async def remove_job_data(store: Store, storage: Storage, job_id: str) -> None:
+    """Tombstone the job (later reads answer 410), then delete its input and its artifacts."""
+    for key in await to_thread.run_sync(store.jobs.delete, job_id):
+        await storage.delete(key)
+    await storage.delete_prefix(artifacts_prefix(job_id))
+
+
+async def sweep_expired(store: Store, storage: Storage, now: float | None = None) -> int:
     """Delete the bytes of expired jobs and tombstone them (they answer 410)."""
     removed = 0
-    for job_id in store.maintenance.expired_jobs(time.time() if now is None else now):
-        for key in store.jobs.delete(job_id):
-            storage.delete(key)
-        storage.delete_prefix(f"artifacts/{job_id}")
-        store.maintenance.purge_history(job_id)
+    now = time.time() if now is None else now
+    expired = await to_thread.run_sync(store.maintenance.expired_jobs, now)
+    for job_id in expired:
+        await remove_job_data(store, storage, job_id)
+        await to_thread.run_sync(store.maintenance.purge_history, job_id)
         removed += 1
     return removed
 
 
-async def retention_loop(store: Store, storage: LocalStorage, interval_s: float) -> None:
+async def retention_loop(store: Store, storage: Storage, interval_s: float) -> None:
     while True:
         with contextlib.suppress(Exception):
-            n = await to_thread.run_sync(sweep_expired, store, storage)
+            n = await sweep_expired(store, storage)
             if n:
                 log.info("retention sweep removed %d expired jobs", n)
         await asyncio.sleep(interval_s)

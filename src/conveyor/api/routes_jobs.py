@@ -1,15 +1,19 @@
-"""The job routes: create (streamed upload), read, list, cancel, retry, delete, download."""
+"""The job routes: create (streamed upload), read, list, cancel, retry, delete, deliveries.
+
+Downloads of inputs and artifacts are in :mod:`conveyor.api.downloads`.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from anyio import to_thread
+from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from ulid import ULID
 
+from conveyor.api.maintenance import remove_job_data
 from conveyor.api.services import Services, services
 from conveyor.api.upload_doc import UPLOAD_DOC
 from conveyor.api.views import DeliveryOut, JobOut, JobPage, iso, job_view
@@ -32,7 +36,7 @@ from conveyor.ingest.stream import Received, receive_multipart, receive_raw
 from conveyor.models import JobState
 from conveyor.problems import Problem, problem_schema
 from conveyor.processors.sniff import sniff
-from conveyor.storage import input_key
+from conveyor.storage import Writer, input_key
 from conveyor.store import Job, NewJob, tombstoned_or_expired
 from conveyor.webhooks.ssrf import AllowList, UnsafeUrl, check_url
 
@@ -158,14 +162,15 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
     elif query:
         raise BadParameter("multipart uploads take parameters as form fields")
 
-    temp = svc.storage.temp()
+    job_id = str(ULID())
+    writer = await svc.storage.open_writer(input_key(job_id))
     try:
         try:
             if multipart:
-                got = await receive_multipart(request.stream(), content_type, temp,
+                got = await receive_multipart(request.stream(), content_type, writer,
                                               settings.max_upload_bytes, early)
             else:
-                got = await receive_raw(request.stream(), temp, settings.max_upload_bytes)
+                got = await receive_raw(request.stream(), writer, settings.max_upload_bytes)
                 got.filename = query.get("filename") or parse_content_disposition_filename(
                     request.headers.get("content-disposition")
                 )
@@ -181,15 +186,17 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
         if previous is not None:
             # The same request again: answer the first job, keep nothing of this one.
             _same_request(previous, pipeline, options, got.sha256)
-            temp.abort()
+            await writer.abort()
             return JSONResponse(job_view(previous), status_code=200,
                                 headers={"Location": f"/v1/jobs/{previous.id}"})
-        job, created = await _commit(svc, got, params, pipeline, options, idempotency_key)
+        job, created = await _commit(svc, job_id, writer, got, params, pipeline, options,
+                                     idempotency_key)
         if not created:
             # Another process committed this key first; _commit removed our copy.
             _same_request(job, pipeline, options, got.sha256)
     except BaseException:
-        temp.abort()
+        with CancelScope(shield=True):
+            await writer.abort()
         raise
     if created:
         svc.count("uploads_accepted")
@@ -199,17 +206,17 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
 
 
 async def _commit(
-    svc: Services, got: Received, params: JobParams, pipeline: str, options: Any,
-    idempotency_key: str | None,
+    svc: Services, job_id: str, writer: Writer, got: Received, params: JobParams,
+    pipeline: str, options: Any, idempotency_key: str | None,
 ) -> tuple[Job, bool]:
-    """fsync the bytes, move them into place, commit the job row: only then answer 202."""
-    job_id = str(ULID())
+    """Complete the input (durable and visible), commit the job row: only then answer 202."""
     key = input_key(job_id)
     filename = clean_filename(got.filename)
     media_type = sniff(got.head, filename)
-
-    def durable() -> tuple[Job, bool]:
-        got.temp.commit(key)
+    # Shielded: once the bytes are complete, the job row or the removal of the bytes must
+    # happen, whatever the client does meanwhile.
+    with CancelScope(shield=True):
+        await writer.complete()
         new = NewJob(
             id=job_id,
             pipeline=pipeline,
@@ -227,15 +234,13 @@ async def _commit(
             idempotency_key=idempotency_key,
         )
         try:
-            job, created = svc.store.jobs.create(new)
+            job, created = await to_thread.run_sync(svc.store.jobs.create, new)
         except BaseException:
-            svc.storage.delete(key)
+            await svc.storage.delete(key)
             raise
-        if not created:
-            svc.storage.delete(key)
-        return job, created
-
-    return await to_thread.run_sync(durable)
+        if not created:  # another upload with this Idempotency-Key won the race
+            await svc.storage.delete(key)
+    return job, created
 
 
 @router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
@@ -287,62 +292,8 @@ async def retry_job(job_id: str, svc: Svc) -> dict[str, Any]:
                summary="Delete a job, its input and its artifacts")
 async def delete_job(job_id: str, svc: Svc) -> Response:
     await to_thread.run_sync(svc.load_job, job_id)
-
-    def remove() -> None:
-        for key in svc.store.jobs.delete(job_id):
-            svc.storage.delete(key)
-        svc.storage.delete_prefix(f"artifacts/{job_id}")
-
-    await to_thread.run_sync(remove)
+    await remove_job_data(svc.store, svc.storage, job_id)
     return Response(status_code=204)
-
-
-def _download(
-    request: Request, path: Any, sha256: str, media_type: str, filename: str
-) -> Response:
-    etag = f'"{sha256}"'
-    headers = {
-        "ETag": etag,
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "private, max-age=0, must-revalidate",
-        "Content-Security-Policy": "sandbox",
-    }
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers=headers)
-    return FileResponse(
-        path,
-        media_type=media_type,
-        filename=filename,
-        content_disposition_type="attachment",
-        headers=headers,
-    )
-
-
-@router.get("/jobs/{job_id}/input", responses=_ERRORS, summary="Download the uploaded file",
-            response_class=FileResponse)
-async def download_input(job_id: str, request: Request, svc: Svc) -> Response:
-    job = await to_thread.run_sync(svc.load_job, job_id)
-    path = svc.storage.local_path(job.input_key)
-    if not path.is_file():
-        raise Problem(410, "gone", "the input file is no longer stored")
-    return _download(request, path, job.input_sha256, "application/octet-stream",
-                     job.input_filename)
-
-
-@router.get("/jobs/{job_id}/artifacts/{name}", responses=_ERRORS,
-            summary="Download an artifact", response_class=FileResponse)
-async def download_artifact(job_id: str, name: str, request: Request, svc: Svc) -> Response:
-    job = await to_thread.run_sync(svc.load_job, job_id)
-    for art in job.artifacts:
-        if art.name == name:
-            path = svc.storage.local_path(art.storage_key)
-            media_type = art.media_type
-            # Types a browser would run stay downloadable but never active.
-            if media_type in ("text/html", "image/svg+xml", "application/xhtml+xml"):
-                media_type = "text/plain"
-            return _download(request, path, art.sha256, media_type, art.name)
-    raise Problem(404, "not_found", f"job {job_id} has no artifact {name!r}")
 
 
 @router.get("/jobs/{job_id}/deliveries", response_model=list[DeliveryOut], responses=_ERRORS,

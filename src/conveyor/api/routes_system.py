@@ -38,7 +38,7 @@ async def readyz(svc: Svc) -> dict[str, Any]:
     except Exception as exc:
         raise Problem(503, "not_ready", f"database unreachable: {type(exc).__name__}") from None
     try:
-        await to_thread.run_sync(svc.storage.ping)
+        await svc.storage.ping()
         checks["storage"] = "ok"
     except OSError as exc:
         raise Problem(503, "not_ready", f"storage unusable: {exc}") from None

@@ -11,7 +11,7 @@ from fastapi import Request
 from conveyor.errors import JobGone, JobNotFound
 from conveyor.processors.registry import Registry
 from conveyor.settings import Settings
-from conveyor.storage import LocalStorage
+from conveyor.storage import Storage
 from conveyor.store import Job, Store, tombstoned_or_expired
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Services:
     settings: Settings
     store: Store
-    storage: LocalStorage
+    storage: Storage
     registry: Registry
     hub: EventHub
     supervisor: Supervisor | None = None

@@ -1,8 +1,10 @@
-"""The async driver: the request body goes once, chunk by chunk, into a storage temp object.
+"""The async driver: the request body goes once, chunk by chunk, into a storage writer.
 
-python-multipart's parser is fed from ``request.stream()``; its callbacks write the file part
-straight to storage while the sha256 and the size are computed and the first bytes are kept
-for sniffing. No spooled temp file, no second copy, no whole-body buffering.
+python-multipart's parser is fed from ``request.stream()``; its (synchronous) callbacks gather
+the file part's bytes of one request chunk while the sha256 and the size are computed and the
+first bytes are kept for sniffing; the driver then awaits the writer with them, so a slow
+disk or upload slows the reading of the request (back-pressure). No spooled temp file, no
+second copy, no whole-body buffering. The caller opens the writer and completes or aborts it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from conveyor.errors import MalformedBody, NoFile, TooLarge
 from conveyor.processors.sniff import SNIFF_BYTES
-from conveyor.storage import TempObject
+from conveyor.storage import Writer
 
 MAX_FIELDS = 1000
 MAX_FIELD_BYTES = 64 * 1024
@@ -32,7 +34,6 @@ FieldCheck = Callable[[dict[str, str]], Awaitable[None]]
 class Received:
     """The outcome of a streamed upload, before the job exists."""
 
-    temp: TempObject
     size: int = 0
     sha256: str = ""
     head: bytes = b""
@@ -42,8 +43,9 @@ class Received:
 
 
 class _Sink:
-    def __init__(self, temp: TempObject, limit: int) -> None:
-        self.temp = temp
+    def __init__(self, writer: Writer, limit: int) -> None:
+        self.writer = writer
+        self.pending = bytearray()
         self.limit = limit
         self.digest = hashlib.sha256()
         self.size = 0
@@ -56,24 +58,31 @@ class _Sink:
         if len(self.head) < SNIFF_BYTES:
             self.head += data[: SNIFF_BYTES - len(self.head)]
         self.digest.update(data)
-        self.temp.write(bytes(data))
+        self.pending += data
+
+    async def flush(self) -> None:
+        if self.pending:
+            data = bytes(self.pending)
+            self.pending.clear()
+            await self.writer.write(data)
 
 
-async def receive_raw(stream: AsyncIterator[bytes], temp: TempObject, limit: int) -> Received:
-    """Write a raw body (the file itself) into ``temp``, hashing and counting it."""
-    sink = _Sink(temp, limit)
+async def receive_raw(stream: AsyncIterator[bytes], writer: Writer, limit: int) -> Received:
+    """Write a raw body (the file itself) into ``writer``, hashing and counting it."""
+    sink = _Sink(writer, limit)
     async for chunk in stream:
         if chunk:
             sink.write(chunk)
-    return Received(temp=temp, size=sink.size, sha256=sink.digest.hexdigest(),
+            await sink.flush()
+    return Received(size=sink.size, sha256=sink.digest.hexdigest(),
                     head=bytes(sink.head))
 
 
 class _MultipartState:
     """Callbacks for python-multipart: what part we are in and where its bytes go."""
 
-    def __init__(self, temp: TempObject, limit: int) -> None:
-        self.sink = _Sink(temp, limit)
+    def __init__(self, writer: Writer, limit: int) -> None:
+        self.sink = _Sink(writer, limit)
         self.fields: dict[str, str] = {}
         self.parts = 0
         self.header_field = bytearray()
@@ -163,7 +172,7 @@ class _MultipartState:
 
 
 async def receive_multipart(
-    stream: AsyncIterator[bytes], content_type: str, temp: TempObject, limit: int,
+    stream: AsyncIterator[bytes], content_type: str, writer: Writer, limit: int,
     check: FieldCheck | None = None,
 ) -> Received:
     """Parse a multipart body, the file part into ``temp``; ``check`` sees text parts early."""
@@ -171,7 +180,7 @@ async def receive_multipart(
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 200:
         raise MalformedBody("multipart/form-data needs a boundary (<= 200 bytes)")
-    state = _MultipartState(temp, limit)
+    state = _MultipartState(writer, limit)
     callbacks = {
         "on_part_begin": state.on_part_begin,
         "on_part_data": state.on_part_data,
@@ -190,7 +199,9 @@ async def receive_multipart(
                 if state.check_due and check is not None:
                     state.check_due = False
                     await check(dict(state.fields))
+                await state.sink.flush()
         parser.finalize()
+        await state.sink.flush()
     except MultipartParseError as exc:
         raise MalformedBody(f"malformed multipart body: {exc}") from None
     if not state.ended:
@@ -198,7 +209,6 @@ async def receive_multipart(
     if not state.file_done:
         raise NoFile("the multipart body has no file part named `file`")
     return Received(
-        temp=temp,
         size=state.sink.size,
         sha256=state.sink.digest.hexdigest(),
         head=bytes(state.sink.head),

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -44,10 +44,25 @@ def sniff_file(path: Path, filename: str | None = None) -> str:
 class AttemptState:
     """What one attempt produced, shared by the context and the contexts it delegates to."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, fetch_input: Callable[[Path], None]) -> None:
         self.work_dir = work_dir
         self.produced: dict[str, Produced] = {}
         self.children: list[ChildSpec] = []
+        self._fetch_input = fetch_input
+        self._input_path: Path | None = None
+
+    @property
+    def input_path(self) -> Path:
+        """The job's input as a file of the work dir, brought from storage on first use.
+
+        Lazily: a processor that never opens its input (noop, or one that fails early) costs
+        no directory, link or download."""
+        if self._input_path is None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            path = self.work_dir / "input"
+            self._fetch_input(path)
+            self._input_path = path
+        return self._input_path
 
     @property
     def out_dir(self) -> Path:
@@ -73,7 +88,6 @@ class RunContext(Context):
         job_id: str,
         token: str,
         attempt: int,
-        input_path: Path,
         input: InputInfo,
         options: Any,
         work_dir: Path,
@@ -87,7 +101,6 @@ class RunContext(Context):
         self.job_id = job_id
         self.token = token
         self.attempt = attempt
-        self.input_path = input_path
         self.input = input
         self.options = options
         self._work_dir = work_dir
@@ -97,6 +110,10 @@ class RunContext(Context):
         self._last_progress = 0.0
         self._cancelled = False
         self._last_cancel_check = 0.0
+
+    @property
+    def input_path(self) -> Path:  # type: ignore[override]
+        return self.state.input_path
 
     @property
     def work_dir(self) -> Path:  # type: ignore[override]
@@ -168,7 +185,6 @@ class RunContext(Context):
             job_id=self.job_id,
             token=self.token,
             attempt=self.attempt,
-            input_path=self.input_path,
             input=self.input,
             options=validated,
             work_dir=self._work_dir,

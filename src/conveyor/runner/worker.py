@@ -20,7 +20,7 @@ from typing import Any
 
 from conveyor.digest import file_digest
 from conveyor.errors import LeaseLost, ProcessorError
-from conveyor.models import ErrorCode, JobError
+from conveyor.models import ErrorCode, JobError, JobState
 from conveyor.notify import JOBS
 from conveyor.processors.base import InputInfo, ProcessorLimits
 from conveyor.processors.builtin import build_registry
@@ -29,7 +29,15 @@ from conveyor.runner.classify import classify
 from conveyor.runner.context import AttemptState, RunContext, sniff_file
 from conveyor.runner.retry import RetryPolicy
 from conveyor.settings import Settings
-from conveyor.storage import LocalStorage, artifact_key, input_key, put_file
+from conveyor.storage import (
+    BlockingStorage,
+    NotFound,
+    artifact_key,
+    artifacts_prefix,
+    attempt_prefix,
+    from_url,
+    input_key,
+)
 from conveyor.store import Artifact, Claim, NewJob, Store
 
 log = logging.getLogger("conveyor.worker")
@@ -62,7 +70,8 @@ class Worker:
             default_webhook_url=settings.webhook_url,
             durable=False,
         )
-        self.storage = LocalStorage(settings.files_dir)
+        # Workers are synchronous: each storage call runs to completion (see storage.blocking).
+        self.storage = BlockingStorage(from_url(settings))
         self.registry: Registry = build_registry(settings.processors)
         self.policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s)
         self.limits = ProcessorLimits.from_settings(settings)
@@ -94,12 +103,12 @@ class Worker:
         finally:
             listener.close()
             self.store.close()
+            self.storage.close()
 
     def run(self, claim: Claim) -> bool:
         """Run one attempt and record its outcome. True if this process should be recycled."""
         job = claim.job
         # The token makes the name unique: no earlier attempt can have left this directory.
-        # It is made on first use (see RunContext.work_dir): a mkdir costs more than a no-op job.
         work_dir = self.work_root / f"{self.worker_id}-{claim.token[:12]}"
         try:
             self._run(claim, work_dir)
@@ -140,11 +149,20 @@ class Worker:
     def _run(self, claim: Claim, work_dir: Path) -> None:
         job = claim.job
         pipe = self.registry.pipeline(job.pipeline)  # UnknownPipeline: see _ended_by
-        input_path = self.storage.local_path(job.input_key)
-        if not input_path.is_file():
+        if self.storage.stat(job.input_key) is None:
             self._fail(claim, JobError(ErrorCode.INPUT_MISSING, "the input file is missing", False))
             return
-        state = AttemptState(work_dir)
+
+        def fetch_input(path: Path) -> None:
+            # Processors read a file of the attempt's own directory, whatever the backend:
+            # the local one links it there, an object store downloads it.
+            try:
+                self.storage.get_to_file(job.input_key, path)
+            except NotFound:
+                raise ProcessorError(ErrorCode.INPUT_MISSING, "the input file is missing",
+                                     retryable=False) from None
+
+        state = AttemptState(work_dir, fetch_input)
         info = InputInfo(job.input_filename, job.input_size, job.input_sha256, job.media_type,
                          job.declared_type)
         results: dict[str, Any] = {}
@@ -155,7 +173,7 @@ class Worker:
             raw = options if pipe.single else options.get(step)
             ctx = RunContext(
                 store=self.store, registry=self.registry, job_id=job.id, token=claim.token,
-                attempt=claim.attempt, input_path=input_path, input=info,
+                attempt=claim.attempt, input=info,
                 options=proc.validate_options(raw), work_dir=work_dir, state=state,
                 progress_interval_s=self.settings.progress_interval_s, limits=self.limits,
             )
@@ -168,37 +186,50 @@ class Worker:
     def _commit(self, claim: Claim, result: Any, state: AttemptState) -> None:
         job = claim.job
         produced: list[Artifact] = []
-        for item in state.produced.values():
-            size, sha = file_digest(item.path)
-            key = artifact_key(job.id, claim.token, item.name)
-            put_file(self.storage, item.path, key)
-            produced.append(Artifact(job.id, item.name, item.media_type, size, sha, key))
         children: list[NewJob] = []
-        for child in state.children:
-            size, sha = file_digest(child.path)
-            media_type = sniff_file(child.path, child.filename)
-            put_file(self.storage, child.path, input_key(child.id))
-            children.append(
-                NewJob(
+        try:
+            for item in state.produced.values():
+                size, sha = file_digest(item.path)
+                key = artifact_key(job.id, claim.token, item.name)
+                self.storage.put_from_file(item.path, key)
+                produced.append(Artifact(job.id, item.name, item.media_type, size, sha, key))
+            for child in state.children:
+                size, sha = file_digest(child.path)
+                media_type = sniff_file(child.path, child.filename)
+                children.append(NewJob(
                     id=child.id, pipeline=child.pipeline, options=child.options,
                     input_key=input_key(child.id), input_filename=child.filename[:300],
                     input_size=size, input_sha256=sha, media_type=media_type,
                     parent_id=job.id, max_attempts=job.max_attempts, timeout_s=job.timeout_s,
                     priority=job.priority,
-                )
-            )
-        try:
-            self.store.attempts.complete(job.id, claim.token, result, produced, children)
-        except LeaseLost:
-            # A newer attempt owns the job: nothing of ours may remain.
-            self.storage.delete_prefix(f"artifacts/{job.id}/{claim.token}")
-            for new_child in children:
-                self.storage.delete(new_child.input_key)
+                ))
+                self.storage.put_from_file(child.path, input_key(child.id))
+            outcome = self.store.attempts.complete(job.id, claim.token, result, produced,
+                                                   children)
+        except BaseException:
+            # Lost lease, full disk, database error: nothing of this attempt may remain (and
+            # its bytes must not keep a full disk full).
+            self._drop_outputs(job.id, claim.token, children)
             raise
-        # Leftovers of earlier, killed attempts.
-        for key in self.storage.keys(f"artifacts/{job.id}"):
-            if f"/{claim.token}/" not in key:
+        if outcome is not JobState.SUCCEEDED:
+            # Cancelled while finishing: cancellation wins, the outputs are dropped.
+            self._drop_outputs(job.id, claim.token, children)
+            return
+        # Leftovers of earlier, killed attempts (even an attempt 1 may follow some: a retry
+        # starts counting again).
+        ours = attempt_prefix(job.id, claim.token)
+        for key in self.storage.keys(artifacts_prefix(job.id)):
+            if not key.startswith(ours):
                 self.storage.delete(key)
+
+    def _drop_outputs(self, job_id: str, token: str, children: list[NewJob]) -> None:
+        try:
+            self.storage.delete_prefix(attempt_prefix(job_id, token))
+            for child in children:
+                self.storage.delete(child.input_key)
+        except Exception:
+            log.warning("job %s: could not remove the outputs of attempt %s", job_id, token[:12],
+                        exc_info=True)
 
 
 def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:

@@ -1,15 +1,73 @@
-"""Byte storage behind one small protocol; ``local`` is the embedded default."""
+"""Byte storage behind one async protocol (:mod:`.base`); ``file://`` is the embedded default.
 
-from conveyor.storage.base import BadKey, Storage, TempObject, artifact_key, check_key, input_key
-from conveyor.storage.local import LocalStorage, put_file
+- :func:`from_url` builds the storage named by ``CONVEYOR_STORAGE_URL`` (a new backend, such as
+  S3, is one module beside ``local.py`` plus one branch there).
+- :mod:`.keys` is the key layout; :mod:`.blocking` is the worker's synchronous bridge.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conveyor.settings import Settings
+from conveyor.storage.base import (
+    ByteStream,
+    NotFound,
+    ObjectInfo,
+    PresignUnsupported,
+    Storage,
+    StorageError,
+    Writer,
+)
+from conveyor.storage.blocking import BlockingStorage
+from conveyor.storage.keys import (
+    BadKey,
+    artifact_key,
+    artifacts_prefix,
+    attempt_prefix,
+    check_key,
+    check_prefix,
+    input_job_id,
+    input_key,
+)
+from conveyor.storage.local import LocalStorage
+
+
+def default_url(settings: Settings) -> str:
+    return settings.storage_url or f"file://{settings.data_dir / 'files'}"
+
+
+def from_url(source: str | Settings) -> Storage:
+    """The storage for a URL (``file:///srv/files``) or for the settings' ``storage_url``."""
+    url = default_url(source) if isinstance(source, Settings) else source
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"CONVEYOR_STORAGE_URL needs a scheme (file://...): {url!r}")
+    if scheme == "file":
+        return LocalStorage(Path(rest).expanduser())
+    if scheme == "s3":
+        raise NotImplementedError("S3 storage (s3://) is not implemented yet: use file://")
+    raise ValueError(f"unknown storage scheme {scheme!r} in CONVEYOR_STORAGE_URL")
+
 
 __all__ = [
     "BadKey",
+    "BlockingStorage",
+    "ByteStream",
     "LocalStorage",
+    "NotFound",
+    "ObjectInfo",
+    "PresignUnsupported",
     "Storage",
-    "TempObject",
+    "StorageError",
+    "Writer",
     "artifact_key",
+    "artifacts_prefix",
+    "attempt_prefix",
     "check_key",
+    "check_prefix",
+    "default_url",
+    "from_url",
+    "input_job_id",
     "input_key",
-    "put_file",
 ]

@@ -1,73 +1,118 @@
-"""The storage protocol: where input files and artifacts live.
+"""The storage protocol: where input files and artifacts live, without local paths.
 
-Keys are relative, slash-separated names made by conveyor itself (``inputs/<job id>``,
-``artifacts/<job id>/<token>/<name>``), never by a client. A write goes to a temp object first
-and becomes visible under its key only when committed, after its bytes are durable.
+Shaped so that an object store (S3) fits as well as a directory:
+
+- The key is chosen **before** the bytes are written (:meth:`Storage.open_writer`); there is
+  no rename step a caller could see. Keys come from :mod:`conveyor.storage.keys` only.
+- A :class:`Writer` takes chunks through ``await write(chunk)``; awaiting it is the
+  back-pressure (a backend may buffer a little, then waits for its disk or its upload).
+  ``await complete()`` returns only when the bytes are durable **and** visible under the key,
+  atomically (local: fsync the temp file, rename, fsync the directory; S3:
+  ``CompleteMultipartUpload``). ``await abort()`` leaves nothing behind.
+- Reads are async byte iterators, optionally ranged; nothing hands out a filesystem path.
+
+**Async only.** Every method is a coroutine. The API awaits them on its event loop; the
+synchronous worker processes use :class:`conveyor.storage.blocking.BlockingStorage`, a tiny
+bridge that runs each call to completion on a private loop (``get_to_file`` /
+``put_from_file`` move whole files between storage and a work directory).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
-
-_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
+from typing import Protocol
 
 
-class BadKey(ValueError):
-    pass
+class StorageError(Exception):
+    """A storage operation failed."""
 
 
-def check_key(key: str) -> str:
-    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise BadKey(f"not a storage key: {key!r}")
-    return key
+class NotFound(StorageError):
+    """No object under that key."""
 
 
-def input_key(job_id: str) -> str:
-    return check_key(f"inputs/{job_id}")
+class PresignUnsupported(StorageError):
+    """This backend cannot hand out URLs to its objects (local storage never can)."""
 
 
-def artifact_key(job_id: str, token: str, name: str) -> str:
-    return check_key(f"artifacts/{job_id}/{token}/{name}")
-
-
-class TempObject(Protocol):
-    """An object being written: bytes go in, then :meth:`commit` or :meth:`abort`."""
-
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
     size: int
 
-    def write(self, data: bytes) -> None: ...
 
-    def commit(self, key: str) -> None:
-        """Make the bytes durable, then visible under ``key`` atomically."""
+class Writer(Protocol):
+    """An object being written under a key chosen up front."""
+
+    async def write(self, data: bytes) -> None:
+        """Add bytes; returns once the backend can take more (back-pressure)."""
         ...
 
-    def abort(self) -> None: ...
+    async def complete(self) -> None:
+        """Make the bytes durable, then visible under the key atomically."""
+        ...
+
+    async def abort(self) -> None:
+        """Drop the bytes; nothing is left behind. A no-op after complete or abort."""
+        ...
+
+
+class ByteStream(Protocol):
+    """An open read: iterate for chunks; ``aclose`` when stopping early."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Storage(Protocol):
-    def temp(self) -> TempObject: ...
-
-    def local_path(self, key: str) -> Path:
-        """A filesystem path for ``key`` (workers read inputs through it)."""
+    async def open_writer(self, key: str) -> Writer:
+        """Start writing ``key``; nothing is visible under it until ``complete()``."""
         ...
 
-    def open(self, key: str) -> BinaryIO: ...
-
-    def size(self, key: str) -> int: ...
-
-    def exists(self, key: str) -> bool: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def delete_prefix(self, prefix: str) -> None: ...
-
-    def keys(self, prefix: str) -> Iterator[str]: ...
-
-    def sweep_temp(self) -> int:
-        """Remove temp objects left by crashed writers; return how many."""
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> ByteStream:
+        """Bytes ``start`` up to (not including) ``end``; raises :class:`NotFound` at once."""
         ...
 
-    def ping(self) -> None: ...
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Size of the object, or None when there is none."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove one object; a missing one is not an error."""
+        ...
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Remove every object whose key starts with ``prefix``."""
+        ...
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Keys starting with ``prefix``, sorted."""
+        ...
+
+    async def presign(self, key: str, expires_s: float) -> str:
+        """A URL that reads ``key`` without conveyor; raises :class:`PresignUnsupported`."""
+        ...
+
+    async def get_to_file(self, key: str, path: Path) -> None:
+        """Materialise ``key`` as the new file ``path`` (its directory exists).
+
+        A backend may hard-link instead of copying: treat ``path`` as read-only.
+        Raises :class:`NotFound`."""
+        ...
+
+    async def put_from_file(self, path: Path, key: str) -> None:
+        """Store the finished file ``path`` under ``key``, durably (like ``complete()``)."""
+        ...
+
+    async def sweep(self, older_than_s: float = 0.0) -> int:
+        """Remove writes never completed (crashed writers) older than that; return how many."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the storage cannot be written."""
+        ...

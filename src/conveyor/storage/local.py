@@ -1,19 +1,28 @@
-"""Local-disk storage: temp file, fsync, atomic rename, all confined to one root directory."""
+"""Local-disk storage: one root directory; writes go to ``<root>/tmp`` and are renamed in.
+
+Blocking file calls run in a thread (``asyncio.to_thread``), so the event loop never waits on
+the disk; the worker's blocking bridge runs them inline instead.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import stat
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from conveyor.storage.base import BadKey, check_key
+from conveyor.storage.base import NotFound, ObjectInfo, PresignUnsupported, StorageError
+from conveyor.storage.keys import BadKey, check_key, check_prefix
 
 TMP = "tmp"
+#: Bytes a writer gathers before one write to disk (one thread hop per this many bytes).
+WRITE_BUFFER = 1 << 20
+READ_CHUNK = 256 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -24,119 +33,221 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class LocalTemp:
-    def __init__(self, storage: LocalStorage) -> None:
-        self.storage = storage
-        self.path = storage.root / TMP / f"{uuid.uuid4().hex}.part"
-        self.fh: BinaryIO | None = open(self.path, "xb")
-        self.size = 0
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    def write(self, data: bytes) -> None:
-        assert self.fh is not None, "write after commit/abort"
-        self.fh.write(data)
-        self.size += len(data)
 
-    def flush_and_sync(self) -> None:
-        """The slow half of a commit (fsync), separate so async callers can run it in a thread."""
-        assert self.fh is not None
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+def _makedirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each entry made durable in its parent."""
+    if path.is_dir():
+        return
+    _makedirs(path.parent)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir()
+    _fsync_dir(path.parent)
 
-    def commit(self, key: str) -> None:
-        target = self.storage.local_path(key)
-        if self.fh is not None:
-            self.flush_and_sync()
-            self.fh.close()
-            self.fh = None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path, target)
-        _fsync_dir(target.parent)
 
-    def abort(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+def _publish(tmp: Path, target: Path) -> None:
+    """The bytes of ``tmp`` are durable: rename them to ``target`` and make the rename durable."""
+    _makedirs(target.parent)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+class LocalWriter:
+    def __init__(self, tmp: Path, target: Path, fh: BinaryIO) -> None:
+        self._tmp, self._target, self._fh = tmp, target, fh
+        self._buf = bytearray()
+        self._done = False
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise StorageError("write after complete or abort")
+        self._buf += data
+        if len(self._buf) >= WRITE_BUFFER:
+            chunk = bytes(self._buf)
+            self._buf.clear()
+            await asyncio.to_thread(self._fh.write, chunk)
+
+    async def complete(self) -> None:
+        if self._done:
+            raise StorageError("complete after complete or abort")
+        self._done = True
+        tail = bytes(self._buf)
+        self._buf.clear()
+        await asyncio.to_thread(self._complete, tail)
+
+    def _complete(self, tail: bytes) -> None:
+        try:
+            with self._fh:
+                self._fh.write(tail)
+                self._fh.flush()
+                os.fsync(self._fh.fileno())  # the bytes are durable before they get a name
+            _publish(self._tmp, self._target)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+
+    async def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._buf.clear()
+            await asyncio.to_thread(self._drop)
+
+    def _drop(self) -> None:
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class LocalReader:
+    def __init__(self, fh: BinaryIO, remaining: int) -> None:
+        self._fh, self._remaining = fh, remaining
+
+    def __aiter__(self) -> LocalReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = b""
+        if self._remaining > 0 and not self._fh.closed:
+            data = await asyncio.to_thread(self._fh.read, min(READ_CHUNK, self._remaining))
+        if not data:
+            self._fh.close()
+            raise StopAsyncIteration
+        self._remaining -= len(data)
+        return data
+
+    async def aclose(self) -> None:
+        self._fh.close()
 
 
 class LocalStorage:
+    """Objects are files under ``root``; ``root/tmp`` holds writes not yet completed."""
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self._root_str = str(self.root)
-        (self.root / TMP).mkdir(parents=True, exist_ok=True)
+        self._tmp = self.root / TMP
+        self._tmp.mkdir(parents=True, exist_ok=True)
 
-    def temp(self) -> LocalTemp:
-        return LocalTemp(self)
-
-    def local_path(self, key: str) -> Path:
+    def _path(self, key: str) -> Path:
         # The key pattern admits no '..', no absolute path and no empty part, and conveyor
         # makes no links under the root, so the joined path stays inside it.
         check_key(key)
-        path = Path(os.path.join(self._root_str, key))
-        if not path.as_posix().startswith(self._root_str + "/"):
-            raise BadKey(f"key escapes the storage root: {key!r}")
-        return path
+        if key.split("/", 1)[0] == TMP:
+            raise BadKey(f"key inside the temp area: {key!r}")
+        return self.root / key
 
-    def open(self, key: str) -> BinaryIO:
-        return open(self.local_path(key), "rb")
+    def _new_tmp(self) -> Path:
+        return self._tmp / f"{uuid.uuid4().hex}.part"
 
-    def size(self, key: str) -> int:
-        return self.local_path(key).stat().st_size
+    async def open_writer(self, key: str) -> LocalWriter:
+        target, tmp = self._path(key), self._new_tmp()
+        fh = await asyncio.to_thread(open, tmp, "xb")
+        return LocalWriter(tmp, target, fh)
 
-    def exists(self, key: str) -> bool:
-        return self.local_path(key).is_file()
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> LocalReader:
+        path = self._path(key)
 
-    def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.local_path(key).unlink()
+        def open_at() -> tuple[BinaryIO, int]:
+            try:
+                fh = open(path, "rb")
+            except (FileNotFoundError, IsADirectoryError):
+                raise NotFound(key) from None
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(start)
+            return fh, max(0, min(size if end is None else end, size) - start)
 
-    def delete_prefix(self, prefix: str) -> None:
-        path = self.local_path(prefix.rstrip("/"))
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        fh, remaining = await asyncio.to_thread(open_at)
+        return LocalReader(fh, remaining)
 
-    def keys(self, prefix: str) -> Iterator[str]:
-        base = self.local_path(prefix.rstrip("/"))
-        if not base.is_dir():
+    async def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = await asyncio.to_thread(os.stat, self._path(key))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size) if stat.S_ISREG(st.st_mode) else None
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        if prefix.endswith("/"):  # a whole directory: drop it, subdirectories and all
+            await asyncio.to_thread(shutil.rmtree, self._path(prefix[:-1]), ignore_errors=True)
             return
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                yield str(Path(dirpath, name).relative_to(self.root))
+        for key in await self.keys(prefix):
+            await self.delete(key)
 
-    def sweep_temp(self, older_than_s: float = 0.0) -> int:
+    async def keys(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
+        return await asyncio.to_thread(self._keys, prefix)
+
+    def _keys(self, prefix: str) -> list[str]:
+        folder, _, start = prefix.rpartition("/")
+        base = self.root / folder if folder else self.root
+        found: list[str] = []
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(base):
+                if not entry.name.startswith(start) or (not folder and entry.name == TMP):
+                    continue
+                if entry.is_file():
+                    found.append(entry.path)
+                for dirpath, _dirs, files in os.walk(entry.path):
+                    found.extend(os.path.join(dirpath, name) for name in files)
+        return sorted(str(Path(p).relative_to(self.root)) for p in found)
+
+    async def presign(self, key: str, expires_s: float) -> str:
+        raise PresignUnsupported("local storage has no URLs: download through the API")
+
+    async def get_to_file(self, key: str, path: Path) -> None:
+        await asyncio.to_thread(self._get_to_file, self._path(key), path, key)
+
+    @staticmethod
+    def _get_to_file(src: Path, dst: Path, key: str) -> None:
+        try:
+            try:
+                os.link(src, dst)  # same filesystem: no bytes copied
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                shutil.copyfile(src, dst)  # another filesystem (or no hard links)
+        except FileNotFoundError:
+            raise NotFound(key) from None
+
+    async def put_from_file(self, path: Path, key: str) -> None:
+        await asyncio.to_thread(self._put_from_file, path, self._path(key))
+
+    def _put_from_file(self, src: Path, target: Path) -> None:
+        tmp = self._new_tmp()
+        try:
+            try:
+                os.link(src, tmp)  # the source stays where it is, untouched
+            except OSError:
+                shutil.copyfile(src, tmp)
+            _fsync_file(tmp)
+            _publish(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    async def sweep(self, older_than_s: float = 0.0) -> int:
+        return await asyncio.to_thread(self._sweep, time.time() - older_than_s)
+
+    def _sweep(self, cutoff: float) -> int:
         removed = 0
-        cutoff = time.time() - older_than_s
-        for entry in os.scandir(self.root / TMP):
+        for entry in os.scandir(self._tmp):
             with contextlib.suppress(FileNotFoundError):
                 if entry.stat().st_mtime <= cutoff:
                     os.unlink(entry.path)
                     removed += 1
         return removed
 
-    def ping(self) -> None:
-        probe = self.root / TMP / f".ping-{uuid.uuid4().hex}"
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._ping)
+
+    def _ping(self) -> None:
+        probe = self._tmp / f".ping-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()
-
-
-def put_file(storage: LocalStorage, src: Path, key: str) -> None:
-    """Move a finished file into ``key`` durably (fsync, rename, fsync the directory)."""
-    target = storage.local_path(key)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(src, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(src, target)
-    except OSError:
-        # Another filesystem: copy to a temp name beside the target, then rename.
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
-    _fsync_dir(target.parent)

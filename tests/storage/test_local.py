@@ -1,0 +1,212 @@
+"""The storage protocol on the local backend, on a real directory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from conveyor.settings import Settings
+from conveyor.storage import (
+    BadKey,
+    BlockingStorage,
+    LocalStorage,
+    NotFound,
+    PresignUnsupported,
+    Storage,
+    StorageError,
+    artifact_key,
+    artifacts_prefix,
+    attempt_prefix,
+    from_url,
+    input_key,
+)
+from conveyor.storage.local import WRITE_BUFFER
+
+T = TypeVar("T")
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await fn()
+
+    return asyncio.run(main())
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+async def _put(storage: Storage, key: str, data: bytes) -> None:
+    writer = await storage.open_writer(key)
+    for i in range(0, len(data), 65536):
+        await writer.write(data[i : i + 65536])
+    await writer.complete()
+
+
+async def _read(storage: Storage, key: str, start: int = 0, end: int | None = None) -> bytes:
+    return b"".join([chunk async for chunk in await storage.read(key, start, end)])
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "files")
+
+
+def test_nothing_is_visible_before_complete_and_then_all_of_it(local: LocalStorage) -> None:
+    data = os.urandom(3 * WRITE_BUFFER + 123)  # several buffered writes and a tail
+    key = input_key("J1")
+
+    async def go() -> None:
+        writer = await local.open_writer(key)
+        for i in range(0, len(data), 100_000):
+            await writer.write(data[i : i + 100_000])
+            assert await local.stat(key) is None
+            assert await local.keys("inputs/") == []
+        await writer.complete()
+        info = await local.stat(key)
+        assert info is not None and info.size == len(data)
+        assert await _read(local, key) == data
+        with pytest.raises(StorageError):
+            await writer.write(b"more")
+        await writer.abort()  # a no-op after complete
+        assert await _read(local, key) == data
+
+    run(go)
+    assert _files(local.root) == [key]  # the temp file was renamed, not copied
+
+
+def test_abort_leaves_nothing(local: LocalStorage) -> None:
+    async def go() -> None:
+        writer = await local.open_writer(input_key("J2"))
+        await writer.write(os.urandom(2 * WRITE_BUFFER))
+        assert _files(local.root) != []  # the bytes really went to disk
+        await writer.abort()
+        await writer.abort()
+
+    run(go)
+    assert _files(local.root) == []
+
+
+def test_ranged_reads(local: LocalStorage) -> None:
+    data = os.urandom(700_000)  # more than one read chunk
+    key = input_key("J3")
+
+    async def go() -> None:
+        await _put(local, key, data)
+        for start, end in [(0, None), (0, 1), (10, 20), (699_999, None), (5, 10**9),
+                           (300_000, 600_001), (700_000, None)]:
+            assert await _read(local, key, start, end) == data[start:end], (start, end)
+        stream = await local.read(key, 100)
+        first = await stream.__anext__()
+        assert first == data[100 : 100 + len(first)]
+        await stream.aclose()
+        with pytest.raises(NotFound):
+            await local.read(input_key("missing"))
+
+    run(go)
+
+
+def test_stat_keys_delete_and_delete_prefix(local: LocalStorage) -> None:
+    a1, a2 = artifact_key("J", "t1", "a.txt"), artifact_key("J", "t1", "b.txt")
+    b1 = artifact_key("J", "t2", "a.txt")
+    other = artifact_key("JX", "t1", "a.txt")  # shares "J" as a string prefix only
+
+    async def go() -> None:
+        for i, key in enumerate([a1, a2, b1, other, input_key("J")]):
+            await _put(local, key, b"x" * i)
+        assert (await local.stat(a2)).size == 1  # type: ignore[union-attr]
+        assert await local.stat(artifact_key("J", "t1", "nope")) is None
+        assert await local.stat("artifacts/J") is None  # a directory is not an object
+        assert await local.keys(artifacts_prefix("J")) == [a1, a2, b1]
+        assert await local.keys("artifacts/J") == [a1, a2, b1, other]
+        assert await local.keys("") == sorted([a1, a2, b1, other, input_key("J")])
+        await local.delete_prefix(attempt_prefix("J", "t1"))
+        assert await local.keys(artifacts_prefix("J")) == [b1]
+        await local.delete(b1)
+        await local.delete(b1)  # missing: not an error
+        assert await local.keys("artifacts/") == [other]
+        await local.delete_prefix("artifacts/J")  # a string prefix, as on S3
+        assert await local.keys("") == [input_key("J")]
+        await local.delete_prefix("nothing/")
+
+    run(go)
+
+
+def test_presign_is_refused(local: LocalStorage) -> None:
+    with pytest.raises(PresignUnsupported):
+        run(lambda: local.presign(input_key("J"), 60))
+
+
+@pytest.mark.parametrize("key", ["../outside", "/etc/passwd", "inputs/../../x", "tmp/x.part",
+                                 "a//b", ""])
+def test_keys_outside_the_root_are_refused(local: LocalStorage, key: str) -> None:
+    for call in (lambda: local.open_writer(key), lambda: local.read(key),
+                 lambda: local.stat(key), lambda: local.delete(key),
+                 lambda: local.get_to_file(key, local.root.parent / "x"),
+                 lambda: local.put_from_file(local.root.parent / "x", key)):
+        with pytest.raises(BadKey):
+            run(call)
+    with pytest.raises(BadKey):
+        run(lambda: local.keys("../"))
+
+
+def test_sweep_removes_unfinished_writes(local: LocalStorage) -> None:
+    async def go() -> int:
+        writer = await local.open_writer(input_key("J"))
+        await writer.write(b"x" * (WRITE_BUFFER + 1))
+        assert await local.sweep(older_than_s=3600) == 0  # too young
+        removed = await local.sweep()
+        await writer.abort()  # the "crashed" writer's file handle
+        return removed
+
+    assert run(go) == 1
+    assert _files(local.root) == []
+
+
+def test_files_in_and_out_through_the_blocking_bridge(local: LocalStorage, tmp_path: Path) -> None:
+    blocking = BlockingStorage(local)
+    src = tmp_path / "work" / "out.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"artifact")
+    key = artifact_key("J", "t", "out.bin")
+    blocking.put_from_file(src, key)
+    assert src.read_bytes() == b"artifact"  # the source is left as it was
+    assert blocking.read_bytes(key) == b"artifact"
+    assert _files(local.root) == [key]
+    dst = tmp_path / "work" / "input"
+    blocking.get_to_file(key, dst)
+    assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(b"artifact").digest()
+    with pytest.raises(NotFound):
+        blocking.get_to_file(input_key("missing"), tmp_path / "work" / "other")
+    blocking.put_bytes(input_key("J"), b"in")
+    assert blocking.stat(input_key("J")).size == 2  # type: ignore[union-attr]
+    assert blocking.keys("inputs/") == [input_key("J")]
+    blocking.delete_prefix("artifacts/")
+    blocking.delete(input_key("J"))
+    assert blocking.keys("") == []
+    blocking.close()
+
+
+def test_ping(local: LocalStorage) -> None:
+    run(local.ping)
+    assert _files(local.root) == []
+
+
+def test_factory(tmp_path: Path) -> None:
+    made = from_url(f"file://{tmp_path / 'a'}")
+    assert isinstance(made, LocalStorage) and made.root == tmp_path / "a"
+    default = from_url(Settings(data_dir=tmp_path / "d"))
+    assert isinstance(default, LocalStorage) and default.root == (tmp_path / "d" / "files")
+    named = from_url(Settings(data_dir=tmp_path / "d", storage_url=f"file://{tmp_path / 'b'}"))
+    assert isinstance(named, LocalStorage) and named.root == tmp_path / "b"
+    with pytest.raises(NotImplementedError, match="not implemented yet"):
+        from_url("s3://bucket/prefix")
+    for bad in ("ftp://x", "/no/scheme"):
+        with pytest.raises(ValueError):
+            from_url(bad)
