@@ -89,7 +89,7 @@ def test_a_stalled_upload_gets_408_and_leaves_no_bytes(srv: Server) -> None:
         sock.sendall(b"POST /v1/jobs?pipeline=noop HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Type: application/octet-stream\r\n"
                      b"Content-Length: 1048576\r\n\r\n")
-        sock.sendall(marker + b"x" * 10_000)
+        sock.sendall(marker + b"x" * 300_000)  # past the writer's buffer: on disk
         time.sleep(0.5)
         in_flight = [p for p in srv.data_dir.rglob("*")
                      if p.is_file() and p.read_bytes().startswith(marker)]

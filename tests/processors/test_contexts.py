@@ -3,6 +3,7 @@ names, the registry ``auto`` routes through, and the limits from the settings.""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,10 @@ def _contexts(tmp_path: Path, store: Store, registry: Registry,
                          registry=registry, limits=limits)
     run = RunContext(
         store=store, registry=registry, job_id="job", token="token", attempt=1,
-        input_path=src, input=InputInfo("in.txt", 5, "0" * 64, "text/plain", None),
+        input=InputInfo("in.txt", 5, "0" * 64, "text/plain", None),
         options=options, work_dir=tmp_path / "runwork",
-        state=AttemptState(tmp_path / "runwork"), limits=limits,
+        state=AttemptState(tmp_path / "runwork", lambda path: shutil.copyfile(src, path)),
+        limits=limits,
     )
     return [local, run]
 

@@ -20,8 +20,9 @@ from conveyor.storage.base import NotFound, ObjectInfo, PresignUnsupported, Stor
 from conveyor.storage.keys import BadKey, check_key, check_prefix
 
 TMP = "tmp"
-#: Bytes a writer gathers before one write to disk (one thread hop per this many bytes).
-WRITE_BUFFER = 1 << 20
+#: Bytes a writer gathers before one write to disk: one thread hop per this many bytes, and
+#: at most this much memory per upload in flight (800 concurrent uploads: 200 MiB).
+WRITE_BUFFER = 256 * 1024
 READ_CHUNK = 256 * 1024
 
 
