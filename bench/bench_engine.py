@@ -79,7 +79,7 @@ def throughput(backend: str, n: int) -> float:
             _add(store, BlockingStorage(LocalStorage(folder / "files")), n)
             proc = _worker(folder, url, "--burst")
             proc.wait(600)
-            with store.reader.connect() as conn:
+            with store.db.reader.connect() as conn:
                 first, last = conn.execute(
                     select(func.min(jobs.c.started_at), func.max(jobs.c.finished_at))
                 ).one()
@@ -114,7 +114,7 @@ def latency(backend: str, n: int = 200) -> list[float]:
                 time.sleep(0.03)
             while store.jobs.count_by_state().get("succeeded", 0) < n + 1:
                 time.sleep(0.05)
-            with store.reader.connect() as conn:
+            with store.db.reader.connect() as conn:
                 rows = conn.execute(select(jobs.c.started_at - jobs.c.created_at)).scalars()
                 values = sorted(float(v) * 1000 for v in rows)[: n + 1]
             store.close()
