@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import struct
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,8 +58,13 @@ class ConnectionControl:
         self._transport = transport
 
     def abort(self) -> None:
-        """Close at once, dropping unsent bytes (``close()`` would wait for a stalled reader
-        to take them, keeping the socket and its buffers)."""
+        """Close at once with a reset, dropping unsent bytes: ``close()`` would wait for a
+        stalled reader to take them, and even a closed socket's kernel buffer lingers until
+        the peer reads it, unless the close resets the connection (SO_LINGER 0)."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._transport.abort()
 
     def limit_send_buffer(self, size: int) -> None:
