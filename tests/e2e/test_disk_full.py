@@ -13,61 +13,16 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.conftest import Server, need_service
-
-MiB = 1024 * 1024
-Mount = Callable[[str, int], Path]
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Mount]:
-    """``tmpfs(name, megabytes)``: a small tmpfs under ``tmp_path``, unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(name: str, megabytes: int) -> Path:
-        folder = tmp_path / name
-        folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs",
-                               str(folder)], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            need_service("tmpfs mounts", f"`mount -t tmpfs` failed (root needed): "
-                         f"{done.stderr.strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        # Lazy: the server may still hold files there while its fixture kills it.
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
-
-
-def fill(folder: Path, leave: int = 0) -> Path:
-    """Fill ``folder``'s filesystem until ``leave`` bytes (about) are free; return the filler."""
-    filler = folder / f"filler-{time.time_ns()}"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                st = os.statvfs(folder)
-                room = st.f_bavail * st.f_frsize - leave
-                if room <= 0:
-                    break
-                fh.write(b"\0" * min(room, 4 * MiB))
-                fh.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    return filler
+from tests.conftest import MiB, Mount, Server, fill
 
 
 def _free(folder: Path) -> int:

@@ -126,8 +126,13 @@ class LocalWriter:
             await asyncio.to_thread(self._drop)
 
     def _drop(self) -> None:
-        self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            # Closing flushes what a failed write left buffered: on a full disk that fails
+            # again, and must not hide why the write was aborted.
+            with contextlib.suppress(OSError):
+                self._fh.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 class LocalReader:
