@@ -5,10 +5,12 @@
   a Python package (:func:`need_module`, e.g. PyAV) is missing, except under ``CI=true``, where
   a missing need is a failure.
 - ``server`` starts a real ``conveyor serve`` subprocess on a free loopback port.
+- ``tmpfs`` mounts small filesystems (root only) that :func:`fill` fills, for full-disk tests.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import signal
@@ -179,3 +181,47 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(server_factory: Callable[..., Server]) -> Server:
     return server_factory()
+
+
+MiB = 1024 * 1024
+#: ``tmpfs(name, megabytes)`` -> the mounted folder.
+Mount = Callable[[str, int], Path]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Mount]:
+    """``tmpfs(name, megabytes)``: a small tmpfs under ``tmp_path``, unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(name: str, megabytes: int) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs",
+                               str(folder)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            need_service("tmpfs mounts", f"`mount -t tmpfs` failed (root needed): "
+                         f"{done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        # Lazy: the server may still hold files there while its fixture kills it.
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Fill ``folder``'s filesystem until ``leave`` bytes (about) are free; return the filler."""
+    filler = folder / f"filler-{time.time_ns()}"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                st = os.statvfs(folder)
+                room = st.f_bavail * st.f_frsize - leave
+                if room <= 0:
+                    break
+                fh.write(b"\0" * min(room, 4 * MiB))
+                fh.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler

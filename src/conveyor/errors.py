@@ -22,6 +22,8 @@ exception type -> status, the stable ``code`` taken from the exception).
     │   └── BadParameter        422 bad_parameter: a parameter is unknown or out of range
     │       ├── InvalidOptions  422 bad_options: options are not a JSON object we take
     │       └── BadWebhookUrl   422 bad_webhook_url
+    ├── InsufficientStorage     the disk (files or database) is full             507
+    │                           insufficient_storage, with Retry-After
     ├── LeaseLost               a worker's lease token no longer matches (a newer attempt owns it)
     └── ClientError             the Python client got a problem+json answer
 
@@ -139,6 +141,19 @@ class BadWebhookUrl(BadParameter):
     """The webhook URL is not allowed (scheme, or a private address)."""
 
     code = "bad_webhook_url"
+
+
+class InsufficientStorage(ConveyorError):
+    """No room left: the storage's or the database's disk is full (ENOSPC, EDQUOT, SQLite's
+    "database or disk is full", PostgreSQL's disk_full), or below ``CONVEYOR_MIN_FREE_BYTES``.
+
+    Nothing of the refused write is kept. It is temporary: a client may try again after
+    :attr:`retry_after_s` seconds, a worker's attempt is retried.
+    """
+
+    code = "insufficient_storage"
+    #: Seconds a client is told to wait (``Retry-After``) before trying again.
+    retry_after_s: int = 60
 
 
 class LeaseLost(ConveyorError):

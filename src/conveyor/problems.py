@@ -48,6 +48,8 @@ CODES: dict[str, str] = {
     "headers_too_large": "the request head is over CONVEYOR_MAX_HEADER_BYTES or has too many "
     "headers",
     "too_many_connections": "too many concurrent connections from one client address",
+    "insufficient_storage": "the server's disk (files or database) is full or below "
+    "CONVEYOR_MIN_FREE_BYTES; nothing was kept: try again after Retry-After seconds",
     "internal_error": "a bug: the server failed unexpectedly",
 }
 
@@ -64,6 +66,7 @@ _TITLES = {
     422: "Unprocessable Content",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
 
 
@@ -82,6 +85,7 @@ STATUS: dict[type[Exception], int] = {
     errors.IdempotencyKeyReused: 422,
     UnknownPipeline: 422,
     BadOptions: 422,
+    errors.InsufficientStorage: 507,
 }
 
 #: Codes of the mapped exceptions that do not carry one (the registry's are plain exceptions).
@@ -97,6 +101,13 @@ def status_of(exc: BaseException) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 500
+
+
+def headers_of(exc: BaseException) -> dict[str, str] | None:
+    """Response headers a domain error asks for (``Retry-After`` for a full disk)."""
+    if isinstance(exc, errors.InsufficientStorage):
+        return {"Retry-After": str(exc.retry_after_s)}
+    return None
 
 
 def code_of(exc: BaseException) -> str:
@@ -188,7 +199,8 @@ def install(app: FastAPI) -> None:
         extra: dict[str, Any] = {}
         if isinstance(exc, BadOptions):
             extra["errors"] = exc.errors
-        return problem_response(status, code_of(exc), str(exc) or code_of(exc), **extra)
+        return problem_response(status, code_of(exc), str(exc) or code_of(exc),
+                                headers=headers_of(exc), **extra)
 
     handled: list[type[Exception]] = [errors.ConveyorError, *STATUS]
     for exc_type in handled:

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=0.1, ge=0)
 
     max_upload_bytes: int = Field(default=10 * 1024**3, ge=0)
+    #: Free bytes kept on the storage's and the database's disks: below it, /readyz is 503
+    #: and uploads are refused with 507 (also when an upload's Content-Length would cross it).
+    min_free_bytes: int = Field(default=64 * 1024**2, ge=0)
     #: A request head (request line and headers) must arrive within this time (408).
     header_timeout_s: float = Field(default=10.0, gt=0)
     #: A request body that sends nothing for this long while being read ends with 408.
@@ -98,6 +101,9 @@ class Settings(BaseSettings):
     max_headers: int = Field(default=100, ge=10)
     #: Concurrent connections from one client address (503 above).
     max_connections_per_client: int = Field(default=1024, ge=1)
+    #: An event stream whose reader does not take a write within this time is dropped (the
+    #: client resumes with Last-Event-ID).
+    event_send_timeout_s: float = Field(default=20.0, gt=0)
     retention: Duration = timedelta(days=7)
     sweep_interval_s: float = Field(default=300.0, gt=0)
 

@@ -132,3 +132,22 @@ def echo(ctx: Context) -> dict[str, int]:
     with ctx.artifact(opts.name, opts.media_type) as out:
         out.write(data)
     return {"bytes": len(data)}
+
+
+class FillOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    megabytes: int = 12
+    #: Wait until this file exists before writing (a test fills a disk meanwhile).
+    gate: str = ""
+
+
+@processor("fill", options=FillOptions, description="Wait for a gate file, then write MiBs")
+def fill(ctx: Context) -> dict[str, int]:
+    opts: FillOptions = ctx.options
+    deadline = time.monotonic() + 120
+    while opts.gate and not Path(opts.gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with ctx.artifact("big.bin", "application/octet-stream") as out:
+        for _ in range(opts.megabytes):
+            out.write(b"\1" * 1024 * 1024)
+    return {"megabytes": opts.megabytes}

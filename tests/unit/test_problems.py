@@ -29,6 +29,7 @@ from conveyor.processors.registry import BadOptions, UnknownPipeline
         (errors.BadParameter("x"), 422, "bad_parameter"),
         (errors.InvalidOptions("x"), 422, "bad_options"),
         (errors.BadWebhookUrl("x"), 422, "bad_webhook_url"),
+        (errors.InsufficientStorage("x"), 507, "insufficient_storage"),
         (UnknownPipeline("x"), 422, "unknown_pipeline"),
         (BadOptions("x"), 422, "bad_options"),
         (errors.LeaseLost("x"), 500, "internal_error"),  # never an answer: a bug if it is

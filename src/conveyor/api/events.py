@@ -13,6 +13,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from conveyor.api.event_stream import EventStreamResponse
 from conveyor.api.hub import format_event, is_terminal
 from conveyor.api.services import Services, services
 from conveyor.errors import BadEventId
@@ -117,12 +118,9 @@ def start_after(last_event_id: str | None, after: int | None) -> int | None:
     return start
 
 
-def _sse(gen: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(
-        gen,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+def _sse(svc: Services, gen: AsyncIterator[bytes]) -> StreamingResponse:
+    return EventStreamResponse(gen, send_timeout_s=svc.settings.event_send_timeout_s,
+                               on_stalled=lambda: svc.count("event_streams_stalled"))
 
 
 # ``le`` is stated in the schema only: FastAPI would answer a larger ``after`` 422, and the
@@ -142,7 +140,7 @@ async def job_events(
 ) -> StreamingResponse:
     start = start_after(last_event_id, after)
     await to_thread.run_sync(svc.load_job, job_id)
-    return _sse(stream_events(request, svc, job_id, start))
+    return _sse(svc, stream_events(request, svc, job_id, start))
 
 
 @router.get("/events", responses=_SSE_DOC, response_class=StreamingResponse,
@@ -153,4 +151,4 @@ async def all_events(
     last_event_id: Annotated[str | None, Header()] = None,
     after: _After = None,
 ) -> StreamingResponse:
-    return _sse(stream_events(request, svc, None, start_after(last_event_id, after)))
+    return _sse(svc, stream_events(request, svc, None, start_after(last_event_id, after)))

@@ -5,7 +5,10 @@ answers for the requests it refuses before the application sees them.
   (431), and a cap on concurrent connections per client address (503): uvicorn enforces none
   of these with httptools (its ``h11_max_incomplete_event_size`` applies only to h11);
 - the parser's own 400s (a malformed request line or header, a bad Content-Length or chunk
-  size, an unknown method) as ``application/problem+json`` with code ``bad_request``.
+  size, an unknown method) as ``application/problem+json`` with code ``bad_request``;
+- a :class:`ConnectionControl` in each request's scope (``scope["extensions"][CONNECTION]``),
+  through which a long response (an event stream) can bound its socket's send buffer and drop
+  a reader that stopped reading.
 
 Every refusal closes the connection.
 """
@@ -13,9 +16,14 @@ Every refusal closes the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import struct
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -37,6 +45,40 @@ def raw_problem(status: int, code: str, detail: str) -> bytes:
     head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: {PROBLEM}\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
     return head.encode() + body
+
+
+#: The scope extension holding ``{"control": ConnectionControl}``.
+CONNECTION = "conveyor.connection"
+
+
+class ConnectionControl:
+    """What a response may do to its own connection, beyond ASGI."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def abort(self) -> None:
+        """Close at once with a reset, dropping unsent bytes: ``close()`` would wait for a
+        stalled reader to take them, and even a closed socket's kernel buffer lingers until
+        the peer reads it, unless the close resets the connection (SO_LINGER 0)."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._transport.abort()
+
+    def limit_send_buffer(self, size: int) -> None:
+        """Cap the kernel's send buffer of this socket (no autotuning up to megabytes)."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def connection_control(scope: Mapping[str, Any]) -> ConnectionControl | None:
+    """The request's :class:`ConnectionControl`, when served by :func:`protocol_class`."""
+    control = scope.get("extensions", {}).get(CONNECTION, {}).get("control")
+    return control if isinstance(control, ConnectionControl) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +165,10 @@ def protocol_class(limits: HeadLimits) -> type[HttpToolsProtocol]:
             return raw_problem(431, "headers_too_large",
                                f"the request head is over {limits.max_header_bytes} bytes or "
                                f"{limits.max_headers} headers")
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope["extensions"] = {CONNECTION: {"control": ConnectionControl(self.transport)}}
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from ulid import ULID
 
 from conveyor.api.maintenance import remove_job_data
+from conveyor.api.room import check_room
 from conveyor.api.services import Services, services
 from conveyor.api.upload_doc import UPLOAD_DOC
 from conveyor.api.views import DeliveryOut, JobOut, JobPage, iso, job_view
@@ -46,6 +47,7 @@ Svc = Annotated[Services, Depends(services)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: problem_schema() for s in (400, 404, 409, 410, 413, 422)
 }
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 507: problem_schema()}
 
 def _validate(svc: Services, params: JobParams) -> tuple[str, Any]:
     return params.pipeline, svc.registry.validate(params.pipeline, params.options)
@@ -107,7 +109,7 @@ class _EarlyCheck:
     status_code=202,
     response_model=JobOut,
     responses={200: {"description": "the job created earlier with this Idempotency-Key"},
-               **_ERRORS},
+               **_UPLOAD_ERRORS},
     openapi_extra=UPLOAD_DOC,
     summary="Upload a file and create a job",
 )
@@ -144,6 +146,8 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
         if int(length) > settings.max_upload_bytes + 64 * 1024:
             raise Problem(413, "too_large",
                           f"the upload is larger than {settings.max_upload_bytes} bytes")
+    # Refused before a byte is read: no room for the body (as declared), or below the floor.
+    await check_room(svc, int(length) if length else 0)
     content_type = request.headers.get("content-type", "application/octet-stream")
     multipart = content_type.lower().startswith("multipart/form-data")
     query = dict(request.query_params)

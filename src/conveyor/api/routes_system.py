@@ -10,8 +10,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
 from conveyor import __version__
+from conveyor.api.room import free_space, short_of_room
 from conveyor.api.services import Services, services
 from conveyor.api.views import PipelineOut
+from conveyor.errors import InsufficientStorage
 from conveyor.problems import Problem, problem_schema
 
 router = APIRouter(tags=["system"])
@@ -40,13 +42,26 @@ async def readyz(svc: Svc) -> dict[str, Any]:
     try:
         await svc.storage.ping()
         checks["storage"] = "ok"
-    except OSError as exc:
+    except (OSError, InsufficientStorage) as exc:
         raise Problem(503, "not_ready", f"storage unusable: {exc}") from None
+    free = await free_space(svc)
+    checks["free_bytes"] = free
+    short = short_of_room(free, svc.settings.min_free_bytes)
+    if short is not None:
+        raise Problem(503, "not_ready", short, checks=checks)
     if svc.supervisor is not None:
         alive = svc.supervisor.alive_workers()
         checks["workers"] = alive
+        outage = svc.supervisor.outage()
+        if outage is not None:
+            raise Problem(503, "not_ready", f"the supervisor cannot work: {outage}",
+                          checks=checks)
+        restarting = svc.supervisor.restart_backoff()
+        if restarting is not None:
+            checks["workers_restarting"] = restarting
         if alive == 0 and svc.supervisor.count > 0:
-            raise Problem(503, "not_ready", "no worker process is running")
+            raise Problem(503, "not_ready", restarting or "no worker process is running",
+                          checks=checks)
     else:
         checks["workers"] = "external"
     return {"status": "ready", "checks": checks}

@@ -16,7 +16,7 @@ import sqlite3
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from conveyor.errors import MAX_MESSAGE, ProcessorError, short_message
+from conveyor.errors import MAX_MESSAGE, InsufficientStorage, ProcessorError, short_message
 from conveyor.models import ErrorCode, JobError
 from conveyor.processors.registry import BadOptions, UnknownPipeline
 
@@ -35,6 +35,8 @@ def classify(exc: BaseException, *, memory_cap_mb: int = 0) -> JobError:
       retryable: a programming error does not go away on retry);
     - ``BadOptions`` / ``UnknownPipeline``: ``bad_options`` / ``unknown_pipeline``, final;
     - ``MemoryError``: ``memory_exceeded``, final (``memory_cap_mb`` goes into the message);
+    - ``InsufficientStorage`` (a full disk under the files or the database):
+      ``storage_error``, retried;
     - a database error: ``database_error``, retried;
     - ``OSError`` (disk full, storage unreachable, ...): ``storage_error``, retried;
     - anything else: ``processor_error``, retried (a crash may be transient).
@@ -48,6 +50,8 @@ def classify(exc: BaseException, *, memory_cap_mb: int = 0) -> JobError:
     if isinstance(exc, MemoryError):
         cap = f" (cap {memory_cap_mb} MiB)" if memory_cap_mb else ""
         return JobError(ErrorCode.MEMORY_EXCEEDED, f"the job ran out of memory{cap}", False)
+    if isinstance(exc, InsufficientStorage):
+        return JobError(ErrorCode.STORAGE_ERROR, short_message(str(exc)), True)
     if isinstance(exc, SQLAlchemyError | sqlite3.Error):
         # Driver messages carry SQL and parameters: only the class name goes out.
         return JobError(ErrorCode.DATABASE_ERROR,

@@ -23,9 +23,11 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 import psutil
+from sqlalchemy.exc import SQLAlchemyError
 
-from conveyor.errors import LeaseLost
+from conveyor.errors import InsufficientStorage, LeaseLost
 from conveyor.models import ErrorCode, JobError, JobState
+from conveyor.runner.restarts import STABLE_S, Restarts
 from conveyor.runner.retry import RetryPolicy
 from conveyor.runner.watchdog import (
     Watched,
@@ -41,6 +43,11 @@ from conveyor.store import Store
 log = logging.getLogger("conveyor.supervisor")
 
 _spawn = multiprocessing.get_context("spawn")
+#: What the store raises while its database is unreachable or its disk is full: expected in
+#: an outage, logged in one line, never a traceback per tick.
+OUTAGE = (InsufficientStorage, SQLAlchemyError)
+#: Least time between two log lines about the same ongoing outage.
+OUTAGE_LOG_S = 60.0
 
 
 @dataclass(slots=True)
@@ -53,6 +60,9 @@ class Slot:
     jobs: int = 0
     kill_reason: JobError | None = None
     retiring: bool = False
+    started: float = 0.0
+    #: Why the worker said it is exiting (sent over the pipe before it exits).
+    fatal: str | None = None
 
 
 class Supervisor:
@@ -77,6 +87,9 @@ class Supervisor:
         self._settings_json = settings.model_dump_json()
         self._last_heartbeat = 0.0
         self._last_reap = 0.0
+        self.restarts = Restarts()
+        self._outage: str | None = None
+        self._outage_logged = 0.0
 
     # -- public --------------------------------------------------------------------------
 
@@ -91,12 +104,15 @@ class Supervisor:
             while not self._stop.is_set():
                 try:
                     self._tick()
+                    if self._outage is not None:
+                        log.warning("supervisor recovered (%s)", self._outage)
+                        self._outage = None
                     if self.burst and self._drained():
                         break
-                except Exception:
+                except Exception as exc:
                     # A database hiccup must not take the supervisor (and its workers) down:
                     # leases outlive a short outage, and the next tick tries again.
-                    log.exception("supervisor tick failed; retrying")
+                    self._log_outage(exc)
                     time.sleep(1.0)
         finally:
             self._shutdown()
@@ -111,6 +127,28 @@ class Supervisor:
 
     def alive_workers(self) -> int:
         return sum(1 for s in self.slots if s.process.is_alive())
+
+    def outage(self) -> str | None:
+        """Why the supervisor's last tick failed (the database cannot be written...), or None."""
+        return self._outage
+
+    def restart_backoff(self) -> str | None:
+        """Why some workers are not running (crashed and backing off), or None."""
+        return self.restarts.describe(time.monotonic())
+
+    def _log_outage(self, exc: Exception) -> None:
+        """A traceback for a new failure; one line a minute while the same one lasts."""
+        what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        now = time.monotonic()
+        if what != self._outage:
+            self._outage, self._outage_logged = what, now
+            if isinstance(exc, OUTAGE):
+                log.warning("supervisor tick failed (%s); retrying every second", what)
+            else:
+                log.exception("supervisor tick failed; retrying")
+        elif now - self._outage_logged >= OUTAGE_LOG_S:
+            self._outage_logged = now
+            log.warning("supervisor tick still failing (%s)", what)
 
     # -- workers -------------------------------------------------------------------------
 
@@ -127,7 +165,7 @@ class Supervisor:
         process.start()
         writer.close()
         log.info("started worker %s (pid %s)", worker_id, process.pid)
-        return Slot(index, process, reader, worker_id)
+        return Slot(index, process, reader, worker_id, started=time.monotonic())
 
     def _kill(self, slot: Slot, reason: JobError | None) -> None:
         slot.kill_reason = reason
@@ -141,6 +179,9 @@ class Supervisor:
             handles.append(slot.process.sentinel)
         ready = wait(handles, timeout=0.2)  # type: ignore[arg-type]
         now = time.monotonic()
+        if not self._stop.is_set():
+            for index in self.restarts.due(now):
+                self.slots.append(self._spawn(index))
         for slot in list(self.slots):
             if slot.pipe in ready:
                 self._read(slot)
@@ -171,23 +212,35 @@ class Supervisor:
             elif kind == "done":
                 slot.running = None
                 slot.jobs += 1
+            elif kind == "fatal":
+                slot.fatal = str(message[1])
 
     def _on_exit(self, slot: Slot) -> None:
         # Messages sent just before the exit are still in the pipe.
         self._read(slot)
         slot.process.join(timeout=1)
         code = slot.process.exitcode
+        crashed = code not in (0, None) and slot.kill_reason is None
         if slot.running is not None:
             reason = slot.kill_reason or JobError(
                 ErrorCode.WORKER_LOST, f"the worker process died (exit code {code})", True
             )
             self._record_failure(slot.running, reason)
-        elif code not in (0, None) and slot.kill_reason is None:
-            log.warning("worker %s exited with code %s", slot.worker_id, code)
+        elif crashed:
+            log.warning("worker %s exited with code %s%s", slot.worker_id, code,
+                        f": {slot.fatal}" if slot.fatal else "")
         with contextlib.suppress(Exception):
             slot.pipe.close()
         self.slots.remove(slot)
-        if not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        now = time.monotonic()
+        stable = slot.jobs > 0 or now - slot.started >= STABLE_S
+        delay = self.restarts.exited(slot.index, now, crashed=crashed, stable=stable,
+                                     reason=slot.fatal or f"exit code {code}")
+        if delay > 0:
+            log.warning("worker %s keeps dying: restarting it in %.0f s", slot.index, delay)
+        else:
             self.slots.append(self._spawn(slot.index))
 
     def _record_failure(self, running: Watched, error: JobError) -> None:
@@ -199,6 +252,11 @@ class Supervisor:
                 log.info("job %s: %s -> %s", running.job_id, error.code, state)
         except LeaseLost:
             pass  # already finished, or a newer attempt owns it
+        except OUTAGE as exc:
+            # The database cannot take the failure now (its disk is full, it is down): the
+            # lease runs out and the reaper requeues the job once the database takes writes.
+            log.warning("job %s: could not record %s (%s); its lease will expire and the job "
+                        "be requeued", running.job_id, error.code, type(exc).__name__)
 
     def _watch(self, now: float) -> None:
         """The I/O around :func:`conveyor.runner.watchdog.decide`: read RSS, kill, record."""

@@ -14,12 +14,15 @@ import os
 import resource
 import shutil
 import signal
+import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from conveyor.digest import file_digest
-from conveyor.errors import LeaseLost, ProcessorError
+from conveyor.errors import InsufficientStorage, LeaseLost, ProcessorError
 from conveyor.models import ErrorCode, JobError, JobState
 from conveyor.notify import JOBS
 from conveyor.processors.base import InputInfo, ProcessorLimits
@@ -41,6 +44,12 @@ from conveyor.storage import (
 from conveyor.store import Artifact, Claim, NewJob, Store
 
 log = logging.getLogger("conveyor.worker")
+
+#: The worker's exit status when the database cannot be used (sysexits' EX_TEMPFAIL): the
+#: supervisor restarts it with back-off, and the reason it sent goes to ``/readyz``.
+EXIT_UNAVAILABLE = 75
+#: What the store raises while the database is down or its disk is full.
+OUTAGE = (InsufficientStorage, SQLAlchemyError)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -77,6 +86,8 @@ class Worker:
         self.limits = ProcessorLimits.from_settings(settings)
         self.stopping = False
         self.work_root = settings.data_dir / "work"
+        #: Non-zero when the worker stopped because the database could not be used.
+        self.exit_code = 0
 
     def _tell(self, *message: Any) -> None:
         if self.pipe is not None:
@@ -89,7 +100,16 @@ class Worker:
         done = 0
         try:
             while not self.stopping and done < self.settings.jobs_per_worker:
-                claim = self.store.attempts.claim_next(self.worker_id, self.settings.lease_s)
+                try:
+                    claim = self.store.attempts.claim_next(self.worker_id, self.settings.lease_s)
+                except OUTAGE as exc:
+                    # No claim can be written: stop with a reason; the supervisor restarts this
+                    # process with back-off rather than letting it spin on the error.
+                    reason = _outage_reason(exc)
+                    log.warning("cannot claim jobs (%s): exiting", reason)
+                    self._tell("fatal", reason)
+                    self.exit_code = EXIT_UNAVAILABLE
+                    return
                 if claim is None:
                     listener.wait(1.0)
                     continue
@@ -130,10 +150,14 @@ class Worker:
                 self.store.attempts.finish_cancelled(job.id, claim.token)
             except LeaseLost:
                 log.info("job %s: lease lost before recording the cancel", job.id)
+            except OUTAGE as err:
+                self._unrecorded(claim, ErrorCode.CANCELLED, err)
             return False
         error = classify(exc, memory_cap_mb=self.settings.worker_memory_mb)
         if isinstance(exc, ProcessorError | BadOptions | UnknownPipeline):
             log.info("job %s: %s: %s", job.id, error.code, error.message)
+        elif isinstance(exc, InsufficientStorage):
+            log.warning("job %s: attempt failed: %s", job.id, exc)
         else:  # unexpected: the traceback goes to the log, one short line to the job
             log.error("job %s: attempt failed (%s)", job.id, error.code, exc_info=exc)
         self._fail(claim, error)
@@ -145,6 +169,15 @@ class Worker:
             self.store.attempts.fail(claim.job.id, claim.token, error, self.policy)
         except LeaseLost:
             log.info("job %s: lease lost before recording %s", claim.job.id, error.code)
+        except OUTAGE as exc:
+            self._unrecorded(claim, error.code, exc)
+
+    @staticmethod
+    def _unrecorded(claim: Claim, what: str, exc: Exception) -> None:
+        # The job stays `running` only until its lease runs out (the supervisor stops renewing
+        # it once told "done"); the reaper then requeues it, once the database takes writes.
+        log.warning("job %s: could not record %s (%s); the lease will expire and the job be "
+                    "requeued", claim.job.id, what, _outage_reason(exc))
 
     def _run(self, claim: Claim, work_dir: Path) -> None:
         job = claim.job
@@ -232,6 +265,12 @@ class Worker:
                         exc_info=True)
 
 
+def _outage_reason(exc: Exception) -> str:
+    if isinstance(exc, InsufficientStorage):
+        return str(exc)
+    return f"database error: {type(exc).__name__}"
+
+
 def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
     _die_with_parent()
@@ -250,4 +289,6 @@ def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker.serve()
+    if worker.exit_code:
+        sys.exit(worker.exit_code)
 

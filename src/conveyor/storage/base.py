@@ -9,6 +9,8 @@ Shaped so that an object store (S3) fits as well as a directory:
   ``await complete()`` returns only when the bytes are durable **and** visible under the key,
   atomically (local: fsync the temp file, rename, fsync the directory; S3:
   ``CompleteMultipartUpload``). ``await abort()`` leaves nothing behind.
+- A full disk raises :class:`conveyor.errors.InsufficientStorage` (507 at the edge, a retried
+  attempt in a worker) from any write; what was being written is not kept.
 - Reads are async byte iterators, optionally ranged; nothing hands out a filesystem path.
 
 **Async only.** Every method is a coroutine. The API awaits them on its event loop; the
@@ -115,4 +117,9 @@ class Storage(Protocol):
 
     async def ping(self) -> None:
         """Raise if the storage cannot be written."""
+        ...
+
+    async def free_bytes(self) -> int | None:
+        """Bytes that may still be written, or None when the backend has no such limit
+        (an object store). Compared with ``CONVEYOR_MIN_FREE_BYTES``."""
         ...

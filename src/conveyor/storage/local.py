@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import stat
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from conveyor.errors import InsufficientStorage
 from conveyor.storage.base import NotFound, ObjectInfo, PresignUnsupported, StorageError
 from conveyor.storage.keys import BadKey, check_key, check_prefix
 
@@ -24,6 +27,27 @@ TMP = "tmp"
 #: at most this much memory per upload in flight (800 concurrent uploads: 200 MiB).
 WRITE_BUFFER = 256 * 1024
 READ_CHUNK = 256 * 1024
+
+
+#: errno values that mean "no room": the disk is full, or the user's quota is.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def _room() -> Iterator[None]:
+    """Turn a full disk into :class:`InsufficientStorage` (the caller's cleanup still runs)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in NO_ROOM:
+            raise InsufficientStorage("the storage disk is full") from exc
+        raise
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def _fsync_dir(path: Path) -> None:
@@ -72,7 +96,8 @@ class LocalWriter:
         if len(self._buf) >= WRITE_BUFFER:
             chunk = bytes(self._buf)
             self._buf.clear()
-            await asyncio.to_thread(self._fh.write, chunk)
+            with _room():
+                await asyncio.to_thread(self._fh.write, chunk)
 
     async def complete(self) -> None:
         if self._done:
@@ -84,11 +109,12 @@ class LocalWriter:
 
     def _complete(self, tail: bytes) -> None:
         try:
-            with self._fh:
+            with _room(), self._fh:
                 self._fh.write(tail)
                 self._fh.flush()
                 os.fsync(self._fh.fileno())  # the bytes are durable before they get a name
-            _publish(self._tmp, self._target)
+            with _room():
+                _publish(self._tmp, self._target)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
@@ -100,8 +126,13 @@ class LocalWriter:
             await asyncio.to_thread(self._drop)
 
     def _drop(self) -> None:
-        self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            # Closing flushes what a failed write left buffered: on a full disk that fails
+            # again, and must not hide why the write was aborted.
+            with contextlib.suppress(OSError):
+                self._fh.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 class LocalReader:
@@ -146,7 +177,8 @@ class LocalStorage:
 
     async def open_writer(self, key: str) -> LocalWriter:
         target, tmp = self._path(key), self._new_tmp()
-        fh = await asyncio.to_thread(open, tmp, "xb")
+        with _room():
+            fh = await asyncio.to_thread(open, tmp, "xb")
         return LocalWriter(tmp, target, fh)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> LocalReader:
@@ -223,12 +255,13 @@ class LocalStorage:
     def _put_from_file(self, src: Path, target: Path) -> None:
         tmp = self._new_tmp()
         try:
-            try:
-                os.link(src, tmp)  # the source stays where it is, untouched
-            except OSError:
-                shutil.copyfile(src, tmp)
-            _fsync_file(tmp)
-            _publish(tmp, target)
+            with _room():
+                try:
+                    os.link(src, tmp)  # the source stays where it is, untouched
+                except OSError:
+                    shutil.copyfile(src, tmp)
+                _fsync_file(tmp)
+                _publish(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -250,5 +283,9 @@ class LocalStorage:
 
     def _ping(self) -> None:
         probe = self._tmp / f".ping-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
+        with _room():
+            probe.write_bytes(b"")
         probe.unlink()
+
+    async def free_bytes(self) -> int | None:
+        return await asyncio.to_thread(free_bytes, self.root)

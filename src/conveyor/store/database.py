@@ -16,10 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Executable, text
+from sqlalchemy.exc import DBAPIError
 
 from conveyor import notify
 from conveyor.dispatch import Dispatcher, Runnable
-from conveyor.store.db import make_engines, migrate, normalise_url, write_gate
+from conveyor.errors import InsufficientStorage
+from conveyor.store.db import (
+    disk_full,
+    free_bytes,
+    make_engines,
+    migrate,
+    normalise_url,
+    write_gate,
+)
 
 
 def dumps(value: Any) -> str:
@@ -71,7 +80,21 @@ class Database:
 
     @contextmanager
     def tx(self) -> Iterator[Tx]:
-        """A write transaction (queued behind the other writers on SQLite)."""
+        """A write transaction (queued behind the other writers on SQLite).
+
+        A full disk under the database raises :class:`InsufficientStorage` (nothing of the
+        transaction is kept); other database errors pass through as they are.
+        """
+        try:
+            with self._tx() as tx:
+                yield tx
+        except DBAPIError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage("the database's disk is full") from exc
+            raise
+
+    @contextmanager
+    def _tx(self) -> Iterator[Tx]:
         if self._gate is None:
             with self.writer.begin() as conn:
                 tx = Tx(conn, self.pg)
@@ -99,6 +122,10 @@ class Database:
     def ping(self) -> None:
         with self.reader.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def free_bytes(self) -> int | None:
+        """Free bytes on the SQLite file's disk; None on PostgreSQL (its own server's)."""
+        return free_bytes(self.url)
 
     def close(self) -> None:
         self.dispatcher.close()

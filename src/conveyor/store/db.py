@@ -91,6 +91,32 @@ class WriteGate:
             os.close(self._fd)
 
 
+#: SQLite's result code for "database or disk is full", and PostgreSQL's SQLSTATE disk_full.
+SQLITE_FULL = 13
+PG_DISK_FULL = "53100"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether a database error means its disk is full (pure)."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        return code == SQLITE_FULL or "database or disk is full" in str(orig)
+    return getattr(orig, "sqlstate", None) == PG_DISK_FULL
+
+
+def free_bytes(url: str) -> int | None:
+    """Free bytes on the disk holding a SQLite database file; None for other databases."""
+    url = normalise_url(url)
+    if not is_sqlite(url):
+        return None
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        return None
+    st = os.statvfs(Path(path).resolve().parent)
+    return st.f_bavail * st.f_frsize
+
+
 def write_gate(url: str) -> WriteGate | None:
     url = normalise_url(url)
     if not is_sqlite(url):

@@ -59,6 +59,10 @@ class Store:
     def ping(self) -> None:
         self.db.ping()
 
+    def free_bytes(self) -> int | None:
+        """Free bytes on the database's disk, when it is a local SQLite file."""
+        return self.db.free_bytes()
+
     def listener(self, channel: str) -> notify.Listener:
         return self.db.listener(channel)
 
