@@ -180,6 +180,8 @@ def test_table_with_rejects_desktop_and_phone(
         distinct = page.locator(".profile-table tbody tr").first.locator("td").nth(2).inner_text()
         assert distinct.startswith("≈")
         shot(page, screenshots, "job-table-rejects")
+        page.emulate_media(color_scheme="dark")
+        shot(page, screenshots, "job-table-rejects-dark")
         # The list says the success had rejected lines.
         page.goto(f"{srv.url}/#/")
         page.locator(f"tr[data-job-id='{job['id']}'] .warn-chip", has_text="2 rejected").wait_for()

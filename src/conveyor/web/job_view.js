@@ -125,6 +125,8 @@ export function jobView(root, jobId) {
     addToTimeline(event);
     if (!job) return;
     if (event.type === "job.progress") {
+      // A replayed progress event of a finished run says nothing about the job now.
+      if (TERMINAL.has(job.state)) return;
       job = { ...job, state: "running", progress: event.data || {} };
       renderProgress();
       return;
@@ -254,9 +256,10 @@ export function jobView(root, jobId) {
     artifactsKey = key;
     // The smallest image is the thumbnail, and the preview of every rendition of an image
     // job (they show the same picture): nobody downloads 2048 px to look at 240.
-    const images = job.artifacts.filter((a) => a.media_type.startsWith("image/"));
-    images.sort((a, b) => a.size - b.size);
     const isImage = ranAs(job) === "image";
+    // Renditions: the smallest file; other images (PDF pages): the first by name.
+    const images = sortArtifacts(job.artifacts.filter((a) => a.media_type.startsWith("image/")));
+    if (isImage) images.sort((a, b) => a.size - b.size);
     const notes = isImage ? renditionNotes(job.result) : new Map();
     fill(artifactsList, sortArtifacts(job.artifacts).map((a) => artifactCard(a, {
       previewUrl: isImage && images.length ? images[0].url : null, note: notes.get(a.name),

@@ -8,6 +8,7 @@ import {
   progressState, showProgress, timeAgo,
 } from "./dom.js";
 import { onJobEvent, onStreamStatus, stateOf } from "./live.js";
+import { sortArtifacts } from "./render.js";
 import { ranAs } from "./results.js";
 
 const PAGE_SIZE = 20;
@@ -401,8 +402,8 @@ function jobRow(initial, parentName) {
     const kind = ranAs(job);
     fill(pipelineCell, h("code", {}, kind),
       kind !== job.pipeline ? h("span", { class: "muted small" }, ` via ${job.pipeline}`) : null);
-    const images = (job.artifacts || []).filter((a) => a.media_type.startsWith("image/"))
-      .sort((a, b) => a.size - b.size);
+    const images = sortArtifacts((job.artifacts || []).filter((a) => a.media_type.startsWith("image/")));
+    if (kind === "image") images.sort((a, b) => a.size - b.size);
     const smallest = images[0] || null;
     if ((smallest && smallest.url) !== thumbKey) {
       thumbKey = smallest && smallest.url;

@@ -9,6 +9,7 @@ function scalar(v) {
   if (typeof v === "boolean") return h("span", { class: "bool" }, v ? "yes" : "no");
   if (typeof v === "number") return h("span", { class: "num" }, formatNumber(v));
   const s = String(v);
+  if (s === "") return h("span", { class: "muted" }, "(empty)");
   if (/^[0-9a-f]{40,}$/i.test(s)) return h("code", { class: "hash" }, s);
   return h("span", {}, s);
 }
