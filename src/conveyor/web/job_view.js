@@ -8,6 +8,7 @@ import {
 } from "./dom.js";
 import { followJob, stateOf } from "./live.js";
 import { artifactCard, renderValue, sortArtifacts } from "./render.js";
+import { describeEvent } from "./history.js";
 import { ranAs, renditionNotes, resultView } from "./results.js";
 
 let pipelinesPromise = null;
@@ -377,30 +378,3 @@ export function jobView(root, jobId) {
 
 const dt = (text) => h("dt", {}, text);
 const dd = (...children) => h("dd", {}, ...children);
-
-function describeEvent(event, runStarted) {
-  const d = event.data || {};
-  switch (event.type) {
-    case "job.queued":
-      if (d.retry) return "retry requested";
-      return d.pipeline ? `pipeline ${d.pipeline}` : "";
-    case "job.started":
-      return [d.attempt ? `attempt ${d.attempt}` : "", d.worker ? `on ${d.worker}` : ""]
-        .filter(Boolean).join(" ");
-    case "job.progress":
-      return `${Math.round((d.fraction || 0) * 100)}%${d.message ? ` · ${d.message}` : ""}`;
-    case "job.retrying":
-    case "job.failed": {
-      const err = d.error || {};
-      const parts = [err.code, err.message].filter(Boolean).join(": ")
-        || (d.released ? "worker lost; the job goes back to the queue" : "");
-      const at = d.run_after ? new Date(d.run_after * 1000).toLocaleTimeString() : "";
-      return parts + (at && event.type === "job.retrying" ? ` · next try at ${at}` : "");
-    }
-    case "job.cancelled":
-      if (d.reason) return d.reason;
-      return runStarted ? "cancel requested: the running attempt stopped"
-        : "cancel requested before it started";
-    default: return "";
-  }
-}
