@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,6 +78,42 @@ def test_sse_resume_with_last_event_id_sees_every_event_once(
     assert len(progress) == 200
     assert progress[-1]["data"]["data"]["fraction"] == 1.0
     assert seen[0]["event"] == "job.queued" and seen[0]["data"]["job_id"] == job_id
+
+
+def test_stream_of_a_retried_job_replays_every_run_and_ends_after_the_last(
+    server_factory: Callable[..., Server], tmp_path: Path,
+) -> None:
+    srv = server_factory(CONVEYOR_WORKERS="1")
+    gate = tmp_path / "gate"
+    job_id = httpx.post(f"{srv.url}/v1/jobs", files={"file": ("g.txt", b"g")},
+                        data={"pipeline": "gate",
+                              "options": json.dumps({"path": str(gate)})}).json()["id"]
+    assert srv.wait_state(job_id)["state"] == "failed"
+    url = f"{srv.url}/v1/jobs/{job_id}/events"
+    first = [e["event"] for e in read_events(url)]
+    assert first == ["job.queued", "job.started", "job.failed"]
+
+    gate.touch()
+    assert httpx.post(f"{srv.url}/v1/jobs/{job_id}/retry").status_code == 202
+    srv.wait_state(job_id, ("running",))
+    got: list[dict[str, Any]] = []
+    subscribed = threading.Event()
+    reader = threading.Thread(target=lambda: got.extend(read_events(url, subscribed=subscribed)))
+    reader.start()
+    assert subscribed.wait(10)
+    # The first run's job.failed is replayed, but the job runs again: the stream stays open.
+    reader.join(0.5)
+    assert reader.is_alive()
+    Path(f"{gate}.go").touch()
+    reader.join(30)
+    assert not reader.is_alive()
+    assert [e["event"] for e in got] == [
+        "job.queued", "job.started", "job.failed",
+        "job.queued", "job.started", "job.succeeded",
+    ]
+    assert got[3]["data"]["data"] == {"retry": True}
+    # A reader that comes afterwards gets both runs too, and the stream ends.
+    assert [e["id"] for e in read_events(url)] == [e["id"] for e in got]
 
 
 def test_global_stream_is_live_and_resumable(server_factory: Callable[..., Server]) -> None:

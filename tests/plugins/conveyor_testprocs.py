@@ -151,3 +151,22 @@ def fill(ctx: Context) -> dict[str, int]:
         for _ in range(opts.megabytes):
             out.write(b"\1" * 1024 * 1024)
     return {"megabytes": opts.megabytes}
+
+
+class GateOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: Fail (not retryable) while this file is missing; once it exists, wait for
+    #: ``<path>.go`` before succeeding, so a test can hold a retried run open.
+    path: str
+
+
+@processor("gate", options=GateOptions, description="Fail until a file exists, then wait for a go")
+def gate(ctx: Context) -> dict[str, int]:
+    opts: GateOptions = ctx.options
+    if not Path(opts.path).exists():
+        raise ProcessorError("gate_closed", "the gate file is missing")
+    go = Path(opts.path + ".go")
+    deadline = time.monotonic() + 30
+    while not go.exists() and time.monotonic() < deadline and not ctx.cancelled():
+        time.sleep(0.05)
+    return {"attempt": ctx.attempt}

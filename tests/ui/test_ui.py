@@ -132,13 +132,24 @@ def test_refused_upload_shows_problem_detail(
 ) -> None:
     photo = noise_jpeg(tmp_path / "small.jpg", (64, 48))
     open_home(page, server)
+    # The form knows the schema's limits: nothing is sent.
     upload(page, "image", photo, quality="1000")
+    error = page.locator("[data-option='quality'] .field-error")
+    error.wait_for()
+    assert "at most 100" in error.inner_text()
+    assert page.locator(".upload").count() == 0
 
+    # What only the server knows (here: a pipeline gone since the page loaded) is refused
+    # with its problem document shown.
+    page.fill("[data-option='quality'] input", "80")
+    page.evaluate("""() => { const s = document.getElementById('pipeline');
+        s.append(new Option('gone', 'gone')); s.value = 'gone'; }""")
+    page.set_input_files("#file-input", [str(photo)])
     item = page.locator(".upload[data-state='refused']")
     item.wait_for()
-    assert item.locator(".problem-code").inner_text() == "bad_options"
-    assert "quality" in item.locator(".problem-detail").inner_text()
-    assert "422" in item.inner_text()
+    assert item.locator(".problem-code").inner_text()
+    assert "gone" in item.locator(".problem-detail").inner_text()
+    assert "Upload refused (4" in item.inner_text()
     assert httpx.get(f"{server.url}/v1/jobs").json()["items"] == []
     shot(page, screenshots, "upload-refused")
 
@@ -244,12 +255,23 @@ def test_narrow_window_has_no_horizontal_scroll(
         context.close()
 
 
-def test_unreachable_server_shows_a_banner(server: Server, page: Page) -> None:
+def test_unreachable_server_shows_a_banner(server: Server, page: Page, tmp_path: Path) -> None:
+    doc = tmp_path / "later.txt"
+    doc.write_text("send me when you can\n")
     open_home(page, server)
     server.kill()
     banner = page.locator("#banner.banner-error")
     banner.wait_for()
     assert "cannot be reached" in banner.inner_text()
+    # An upload tried meanwhile waits (it is not "refused") and goes when the server is back.
+    page.set_input_files("#file-input", [str(doc)])
+    item = page.locator(".upload[data-state='unsent']", has_text="later.txt")
+    item.wait_for()
+    assert "Not sent" in item.inner_text()
+    assert item.get_by_role("button", name="Send now").is_visible()
+    server.start()
+    page.locator(".upload[data-state='succeeded']", has_text="later.txt").wait_for(timeout=30_000)
+    banner.wait_for(state="hidden")
 
 
 def test_keyboard_and_drop(server: Server, page: Page) -> None:

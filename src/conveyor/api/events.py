@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from conveyor.api.event_stream import EventStreamResponse
-from conveyor.api.hub import format_event, is_terminal
+from conveyor.api.hub import format_event
 from conveyor.api.services import Services, services
 from conveyor.errors import BadEventId
 from conveyor.models import JobState
@@ -40,9 +40,8 @@ async def stream_events(
                 for old in batch:
                     sent = old.id
                     chunks.append(format_event(old))
-                    if job_id is not None and is_terminal(old):
-                        yield b"".join(chunks)
-                        return
+                # A replayed terminal event ends nothing by itself: a retried job has one per
+                # run, so the end is decided below from the job's current state.
                 if chunks:
                     yield b"".join(chunks)
                 if len(batch) < 500:

@@ -29,6 +29,7 @@ function route() {
     disposeJob = null;
   }
   if (m) {
+    document.getElementById("flash").hidden = true;
     home.hidden = true;
     jobRoot.hidden = false;
     disposeJob = jobView(jobRoot, decodeURIComponent(m[1]));

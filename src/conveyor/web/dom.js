@@ -135,10 +135,90 @@ export function formatNumber(v) {
   return v.toLocaleString(undefined, { maximumFractionDigits: 4 });
 }
 
+// Words that keep their own spelling in labels ("Pdf" reads wrong beside sentence case).
+const WORDS = {
+  pdf: "PDF", xfa: "XFA", javascript: "JavaScript", sha256: "SHA-256", exif: "EXIF", url: "URL",
+  id: "ID", csv: "CSV", tsv: "TSV", json: "JSON", xml: "XML", ocr: "OCR", avif: "AVIF",
+  webp: "WebP", png: "PNG", jpeg: "JPEG", gif: "GIF", dpi: "DPI", utf8: "UTF-8", goto: "Go to",
+};
+
+/** Sentence case with known acronyms: "Keep Metadata" -> "Keep metadata", "xfa" -> "XFA". */
+export function sentence(text) {
+  const words = String(text).trim().split(/\s+/).filter(Boolean).map((w, i) => {
+    const known = WORDS[w.toLowerCase()];
+    if (known) return known;
+    return i === 0 ? w[0].toUpperCase() + w.slice(1).toLowerCase() : w.toLowerCase();
+  });
+  return words.join(" ");
+}
+
 /** Humanise a snake_case or camelCase key: "keep_metadata" -> "Keep metadata". */
 export function humanKey(key) {
-  const s = String(key).replace(/[_-]+/g, " ").replace(/([a-z])([A-Z])/g, "$1 $2").trim();
-  return s ? s[0].toUpperCase() + s.slice(1) : s;
+  return sentence(String(key).replace(/[_-]+/g, " ").replace(/([a-z])([A-Z])/g, "$1 $2"));
+}
+
+/**
+ * What a job's progress shows, the same everywhere: a finished job shows no stale step, a
+ * failed or cancelled one no bar, and a running one with no fraction yet an indeterminate bar.
+ */
+export function progressState(job, now = Date.now()) {
+  const p = job.progress || {};
+  if (job.state === "succeeded") return { fraction: 1, text: "done", done: true };
+  if (job.state === "failed" || job.state === "cancelled") return { hidden: true, text: job.state };
+  if (job.state === "queued") return { fraction: 0, text: "waiting in the queue", muted: true };
+  const fraction = p.fraction || 0;
+  if (fraction <= 0) {
+    const since = job.started_at ? ` · ${formatDuration(now - Date.parse(job.started_at))}` : "";
+    return { fraction: 0, indeterminate: true, text: `working${p.message ? ` · ${p.message}` : "…"}${since}` };
+  }
+  return { fraction, text: `${Math.round(fraction * 100)}%${p.message ? ` · ${p.message}` : ""}` };
+}
+
+/** Apply progressState to a bar made by progressBar(). */
+export function showProgress(bar, state) {
+  bar.hidden = Boolean(state.hidden);
+  bar.classList.toggle("bar-indeterminate", Boolean(state.indeterminate));
+  bar.classList.toggle("bar-done", Boolean(state.done));
+  bar.classList.toggle("bar-muted", Boolean(state.muted));
+  if (state.indeterminate) {
+    bar.removeAttribute("aria-valuenow");
+    bar.firstChild.style.width = "";
+    bar.setAttribute("aria-valuetext", state.text);
+  } else {
+    setProgress(bar, state.fraction || 0, state.text);
+  }
+}
+
+/** A <time> with the local date and time, and how long ago in brackets. */
+export function dateTime(iso) {
+  if (!iso) return h("span", { class: "muted" }, "—");
+  return h("time", { datetime: iso, title: new Date(iso).toISOString() },
+    formatTime(iso), h("span", { class: "muted" }, ` (${formatAgo(iso)})`));
+}
+
+/** A button that copies `text` and says so. */
+export function copyButton(text, label = "Copy") {
+  const btn = h("button", { type: "button", class: "button button-small button-quiet copy",
+    "aria-label": `${label}: ${text}` }, "Copy");
+  btn.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+      btn.textContent = "Copied";
+    } catch {
+      btn.textContent = "Copy failed";
+    }
+    setTimeout(() => { btn.textContent = "Copy"; }, 2500);
+  });
+  return btn;
+}
+
+/** A visible, dismissable note at the top of the page (and read out to screen readers). */
+export function flash(text) {
+  const el = document.getElementById("flash");
+  if (!el) return;
+  fill(el, h("span", {}, text), h("button", { type: "button", class: "button button-small button-quiet",
+    onclick: () => { el.hidden = true; } }, "Dismiss"));
+  el.hidden = false;
 }
 
 /** Polite announcements for screen readers (one shared live region). */

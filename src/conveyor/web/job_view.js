@@ -1,13 +1,24 @@
 // One job (#/jobs/{id}): input, result, artifacts, error, children, its event history, and the
 // Cancel / Retry / Delete actions. Follows the job's own event stream while it is open.
 
-import { cancelJob, deleteJob, getJob, retryJob } from "./api.js";
+import { cancelJob, deleteJob, getJob, getPipelines, retryJob } from "./api.js";
 import {
-  STATES, TERMINAL, announce, badge, fill, formatBytes, formatDuration, formatTime, h, jobDuration,
-  progressBar, setProgress, timeAgo,
+  STATES, TERMINAL, announce, badge, copyButton, dateTime, fill, flash, formatBytes,
+  formatDuration, formatTime, h, humanKey, jobDuration, progressBar, progressState, showProgress,
 } from "./dom.js";
 import { followJob, stateOf } from "./live.js";
-import { artifactCard, renderValue } from "./render.js";
+import { artifactCard, renderValue, sortArtifacts } from "./render.js";
+import { describeEvent } from "./history.js";
+import { ranAs, renditionNotes, resultView } from "./results.js";
+
+let pipelinesPromise = null;
+const pipelines = () => {
+  pipelinesPromise = pipelinesPromise || getPipelines().catch(() => {
+    pipelinesPromise = null;
+    return [];
+  });
+  return pipelinesPromise;
+};
 
 /** Render the job page into `root`. Returns a dispose function. */
 export function jobView(root, jobId) {
@@ -17,6 +28,13 @@ export function jobView(root, jobId) {
   let refetchTimer = null;
   let confirmTimer = null;
   let artifactsKey = "";
+  let stopping = false;
+  let resultKey = "";
+  // What the history says: how many runs (a retry starts a new one), and whether the
+  // current run had started (so a cancel can say where it stopped).
+  let runs = 1;
+  let runStarted = false;
+  let parentName = null;
 
   const heading = h("h2", { id: "job-title", tabindex: "-1" }, "Job");
   const stateSlot = h("span", { class: "state-slot" });
@@ -61,7 +79,8 @@ export function jobView(root, jobId) {
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "← All jobs")),
     h("header", { class: "job-header" },
       h("div", { class: "job-title-wrap" }, heading, stateSlot,
-        h("p", { class: "muted small mono job-id" }, jobId)),
+        h("p", { class: "muted small job-id-line" }, "Job ",
+          h("code", { class: "job-id" }, jobId), copyButton(jobId, "Copy job id"))),
       h("div", { class: "actions", role: "group", "aria-label": "Job actions" },
         cancelBtn, retryBtn, deleteBtn)),
     actionMsg, status, body);
@@ -69,7 +88,12 @@ export function jobView(root, jobId) {
   heading.focus({ preventScroll: true });
 
   load();
-  const ticker = setInterval(() => { if (job && !TERMINAL.has(job.state)) renderFacts(); }, 1000);
+  const ticker = setInterval(() => {
+    if (job && !TERMINAL.has(job.state)) {
+      renderFacts();
+      renderProgress();
+    }
+  }, 1000);
 
   async function load() {
     try {
@@ -93,6 +117,8 @@ export function jobView(root, jobId) {
   function follow() {
     if (stopFollow) stopFollow();
     fill(timeline, h("li", { class: "muted ev-loading" }, "Loading history…"));
+    runs = 1;
+    runStarted = false;
     stopFollow = followJob(jobId, onEvent);
   }
 
@@ -100,9 +126,15 @@ export function jobView(root, jobId) {
     addToTimeline(event);
     if (!job) return;
     if (event.type === "job.progress") {
+      // A replayed progress event of a finished run says nothing about the job now.
+      if (TERMINAL.has(job.state)) return;
       job = { ...job, state: "running", progress: event.data || {} };
       renderProgress();
       return;
+    }
+    if (stopping && event.type === "job.cancelled") {
+      stopping = false;
+      actionMsg.textContent = "";
     }
     clearTimeout(refetchTimer);
     refetchTimer = setTimeout(async () => {
@@ -122,6 +154,11 @@ export function jobView(root, jobId) {
     body.hidden = false;
     el.dataset.state = job.state;
     heading.textContent = job.input.filename || job.id;
+    if (job.parent_id && parentName === null) {
+      parentName = "";
+      getJob(job.parent_id).then((p) => { parentName = p.input.filename; renderFacts(); },
+        () => {});
+    }
     document.title = `${job.input.filename} · ${job.state} · conveyor`;
     fill(stateSlot, badge(job.state));
     renderActions();
@@ -143,9 +180,12 @@ export function jobView(root, jobId) {
         job.input.declared_type && job.input.declared_type !== job.input.media_type
           ? h("span", { class: "muted" }, ` (declared ${job.input.declared_type})`) : null),
       dt("SHA-256"), dd(h("code", { class: "hash" }, job.input.sha256)));
-    fill(optionsBox, renderValue(job.options));
+    renderOptions();
     sections.result.hidden = job.result === null || job.result === undefined;
-    if (!sections.result.hidden) fill(resultBox, renderValue(job.result));
+    // Re-render only when the result changes: the views fetch previews of their own.
+    const key = JSON.stringify([job.result, job.artifacts.map((x) => x.name)]);
+    if (!sections.result.hidden && key !== resultKey) fill(resultBox, resultView(job));
+    resultKey = key;
     renderArtifacts();
     renderChildren();
   }
@@ -153,35 +193,61 @@ export function jobView(root, jobId) {
   function renderActions() {
     const open = !TERMINAL.has(job.state);
     cancelBtn.disabled = !open || job.cancel_requested;
-    cancelBtn.textContent = job.cancel_requested && open ? "Stopping…" : "Cancel";
+    cancelBtn.textContent = (job.cancel_requested || stopping) && open ? "Stopping…" : "Cancel";
     retryBtn.disabled = !(job.state === "failed" || job.state === "cancelled");
     deleteBtn.disabled = open;
     deleteBtn.title = open ? "Cancel the job before deleting it" : "";
   }
 
   function renderProgress() {
-    const fraction = job.state === "succeeded" ? 1 : job.progress?.fraction || 0;
-    setProgress(bar, fraction, job.progress?.message || job.state);
-    bar.classList.toggle("bar-failed", job.state === "failed");
-    bar.classList.toggle("bar-muted", job.state === "cancelled");
-    // A failed or cancelled job that never reported progress has no bar to show.
-    progressBox.hidden = fraction === 0 && (job.state === "failed" || job.state === "cancelled");
-    progressText.textContent = `${Math.round(fraction * 100)}%`
-      + (job.progress?.message ? ` · ${job.progress.message}` : "");
+    const ps = progressState(job);
+    showProgress(bar, ps);
+    bar.classList.toggle("bar-failed", false);
+    progressBox.hidden = Boolean(ps.hidden);
+    progressText.textContent = ps.done ? `Done in ${jobDuration(job)}` : ps.text;
+  }
+
+  function renderOptions() {
+    const set = Object.entries(job.options || {}).filter(([, v]) => v !== null && v !== undefined);
+    const kind = ranAs(job);
+    const routedSet = job.pipeline === "auto" ? job.options?.[kind] : null;
+    const own = job.pipeline === "auto" ? {} : Object.fromEntries(set);
+    fill(optionsBox, set.length && job.pipeline !== "auto" ? renderValue(own)
+      : h("p", { class: "muted" }, "Nothing set."));
+    if (job.pipeline !== "auto" || kind === "auto") return;
+    // An auto job: show what applied to the pipeline it was routed to (its defaults, and
+    // whatever the job set for it), not a row of empty slots per possible pipeline.
+    pipelines().then((list) => {
+      const p = list.find((x) => x.name === kind);
+      const props = p?.options_schema?.properties || {};
+      const given = routedSet && typeof routedSet === "object" ? routedSet : {};
+      const rows = Object.entries(props).map(([k, prop]) => {
+        const isSet = Object.hasOwn(given, k);
+        const v = isSet ? given[k] : prop.default;
+        return [h("dt", {}, humanKey(k)), h("dd", {}, renderValue(v, 1),
+          isSet ? null : h("span", { class: "muted small" }, " (default)"))];
+      });
+      fill(optionsBox, h("p", { class: "small" }, "Routed to ", h("code", {}, kind),
+        "; these options applied:"), rows.length ? h("dl", { class: "kv" }, rows)
+        : h("p", { class: "muted" }, "It takes no options."));
+    });
   }
 
   function renderFacts() {
+    const kind = ranAs(job);
     fill(facts,
-      dt("Pipeline"), dd(h("code", {}, job.pipeline)),
-      dt("Attempts"), dd(`${job.attempts} of ${job.max_attempts}`),
-      dt("Created"), dd(timeAgo(job.created_at)),
-      job.finished_at ? [dt("Finished"), dd(timeAgo(job.finished_at))] : null,
+      dt("Pipeline"), dd(h("code", {}, kind),
+        kind !== job.pipeline ? h("span", { class: "muted small" }, ` (via ${job.pipeline})`) : null),
+      dt("Attempts"), dd(`${job.attempts} of ${job.max_attempts}`,
+        runs > 1 ? h("span", { class: "runs" }, ` · run ${runs} (retried ${runs - 1}×)`) : null),
+      dt("Created"), dd(dateTime(job.created_at)),
+      job.finished_at ? [dt("Finished"), dd(dateTime(job.finished_at))] : null,
       dt(job.state === "queued" ? "Waiting" : "Duration"), dd(jobDuration(job)),
       job.state === "queued" && job.started_at === null
         ? [dt("Queue wait"), dd(formatDuration(Date.now() - Date.parse(job.created_at)))] : null,
-      dt("Expires"), dd(timeAgo(job.expires_at)),
-      job.parent_id ? [dt("Parent"), dd(h("a", { href: `#/jobs/${job.parent_id}` },
-        h("code", {}, job.parent_id)))] : null);
+      dt("Expires"), dd(dateTime(job.expires_at)),
+      job.parent_id ? [dt("Parent"), dd(h("a", { href: `#/jobs/${job.parent_id}`, class: "parent-link" },
+        parentName || h("code", {}, job.parent_id)))] : null);
   }
 
   function renderArtifacts() {
@@ -189,10 +255,16 @@ export function jobView(root, jobId) {
     sections.artifacts.hidden = !job.artifacts.length;
     if (key === artifactsKey) return;
     artifactsKey = key;
-    fill(artifactsList, job.artifacts.map(artifactCard));
-    // The smallest image is the thumbnail.
-    const images = job.artifacts.filter((a) => a.media_type.startsWith("image/"));
-    images.sort((a, b) => a.size - b.size);
+    // The smallest image is the thumbnail, and the preview of every rendition of an image
+    // job (they show the same picture): nobody downloads 2048 px to look at 240.
+    const isImage = ranAs(job) === "image";
+    // Renditions: the smallest file; other images (PDF pages): the first by name.
+    const images = sortArtifacts(job.artifacts.filter((a) => a.media_type.startsWith("image/")));
+    if (isImage) images.sort((a, b) => a.size - b.size);
+    const notes = isImage ? renditionNotes(job.result) : new Map();
+    fill(artifactsList, sortArtifacts(job.artifacts).map((a) => artifactCard(a, {
+      previewUrl: isImage && images.length ? images[0].url : null, note: notes.get(a.name),
+    })));
     if (images.length) {
       fill(thumb, h("img", { src: images[0].url, alt: `Thumbnail of ${job.input.filename}`,
         class: "thumb-img", id: "job-thumb" }));
@@ -206,8 +278,10 @@ export function jobView(root, jobId) {
     const counts = job.children;
     sections.children.hidden = !counts;
     if (!counts) return;
-    const total = Object.values(counts).reduce((a, b) => a + b, 0);
-    fill(childrenBox, h("p", {}, `${total} child job${total === 1 ? "" : "s"}: `,
+    // `total` is not a state: add up the states only when the API gives no total.
+    const total = counts.total ?? STATES.reduce((a, s) => a + (counts[s] || 0), 0);
+    fill(childrenBox, h("p", { class: "children-summary" },
+      `${total} child job${total === 1 ? "" : "s"}: `,
       STATES.filter((s) => counts[s]).map((s) => [badge(s), ` ${counts[s]} `])),
     h("a", { href: `#/?parent=${encodeURIComponent(job.id)}`, class: "button button-small" },
       "List child jobs"));
@@ -216,7 +290,14 @@ export function jobView(root, jobId) {
   function addToTimeline(event) {
     timeline.querySelector(".ev-loading")?.remove();
     const last = timeline.lastElementChild;
-    const summary = describeEvent(event);
+    if (event.type === "job.queued" && event.data?.retry) {
+      runs += 1;
+      runStarted = false;
+      timeline.append(h("li", { class: "ev-run" }, `Run ${runs}: retried`));
+      if (job) renderFacts();
+    }
+    if (event.type === "job.started") runStarted = true;
+    const summary = describeEvent(event, runStarted);
     const li = h("li", { class: `ev ev-${event.type.replace("job.", "")}` },
       h("time", { datetime: event.at, title: formatTime(event.at) },
         new Date(event.at).toLocaleTimeString()),
@@ -236,8 +317,8 @@ export function jobView(root, jobId) {
     try {
       const got = await fn();
       if (got && got.id) show(got);
-      actionMsg.textContent = `${label}: done.`;
-      return true;
+      actionMsg.textContent = "";
+      return got || true;
     } catch (err) {
       actionMsg.textContent = `${label} refused: ${err.detail} (${err.code})`;
       if (job) renderActions();
@@ -245,12 +326,21 @@ export function jobView(root, jobId) {
     }
   }
 
-  function onCancel() {
-    act(cancelBtn, "Cancel", () => cancelJob(jobId));
+  async function onCancel() {
+    const got = await act(cancelBtn, "Cancel", () => cancelJob(jobId));
+    // 202 and still running: the job stops at its next check; say so until job.cancelled.
+    if (got && got.state && !TERMINAL.has(got.state)) {
+      stopping = true;
+      actionMsg.textContent = "Stopping… the job ends at its next check.";
+      renderActions();
+    }
   }
 
   async function onRetry() {
-    if (await act(retryBtn, "Retry", () => retryJob(jobId))) follow();
+    if (await act(retryBtn, "Retry", () => retryJob(jobId))) {
+      announce("Retry queued");
+      follow();
+    }
   }
 
   async function onDelete() {
@@ -263,15 +353,17 @@ export function jobView(root, jobId) {
       confirmTimer = setTimeout(() => {
         delete deleteBtn.dataset.confirm;
         deleteBtn.textContent = "Delete";
+        actionMsg.textContent = "";
       }, 5000);
       return;
     }
     clearTimeout(confirmTimer);
     delete deleteBtn.dataset.confirm;
     deleteBtn.textContent = "Delete";
+    const name = job ? job.input.filename : jobId;
     if (await act(deleteBtn, "Delete", () => deleteJob(jobId))) {
-      announce("Job deleted");
       location.hash = "#/";
+      flash(`Deleted ${name}, with its input and artifacts.`);
     }
   }
 
@@ -286,27 +378,3 @@ export function jobView(root, jobId) {
 
 const dt = (text) => h("dt", {}, text);
 const dd = (...children) => h("dd", {}, ...children);
-
-function describeEvent(event) {
-  const d = event.data || {};
-  switch (event.type) {
-    case "job.queued":
-      if (d.retry) return "retry requested";
-      return d.pipeline ? `pipeline ${d.pipeline}` : "";
-    case "job.started":
-      return [d.attempt ? `attempt ${d.attempt}` : "", d.worker ? `on ${d.worker}` : ""]
-        .filter(Boolean).join(" ");
-    case "job.progress":
-      return `${Math.round((d.fraction || 0) * 100)}%${d.message ? ` · ${d.message}` : ""}`;
-    case "job.retrying":
-    case "job.failed": {
-      const err = d.error || {};
-      const parts = [err.code, err.message].filter(Boolean).join(": ")
-        || (d.released ? "worker lost; the job goes back to the queue" : "");
-      const at = d.run_after ? new Date(d.run_after * 1000).toLocaleTimeString() : "";
-      return parts + (at && event.type === "job.retrying" ? ` · next try at ${at}` : "");
-    }
-    case "job.cancelled": return d.reason || "";
-    default: return "";
-  }
-}

@@ -3,17 +3,22 @@
 // do not shift when jobs arrive) and only update the rows they show.
 
 import { getJob, jobCounts, listJobs } from "./api.js";
-import {
-  STATES, TERMINAL, badge, fill, formatBytes, h, jobDuration, progressBar, setProgress, timeAgo,
-} from "./dom.js";
+import { STATES, fill, formatNumber, h } from "./dom.js";
+import { jobRow } from "./job_row.js";
 import { onJobEvent, onStreamStatus, stateOf } from "./live.js";
 
 const PAGE_SIZE = 20;
 
 export function jobsTable() {
   let filters = { state: "", parentId: "" };
-  let cursors = [];  // cursors of the pages before this one; [] = first page
+  // pageCursors[i] is the cursor of page i + 1 (null for the first); the page is in the URL,
+  // so a reload of page 4 walks the three pages before it to find its cursor.
+  let pageCursors = [null];
+  let page = 1;
   let cursor = null;
+  let counts = null;
+  let parentCounts = null;
+  const parentNames = new Map();
   let nextCursor = null;
   let jobs = [];
   let loadSeq = 0;
@@ -29,7 +34,7 @@ export function jobsTable() {
   const tbody = h("tbody", {});
   const table = h("table", { class: "jobs", "aria-labelledby": "jobs-title" },
     h("thead", {}, h("tr", {},
-      ["State", "File", "Pipeline", "Progress", "Attempts", "Created", "Duration"].map(
+      ["State", "File", "Pipeline", "Progress", "Attempts", "Created", "Duration", "Result"].map(
         (t) => h("th", { scope: "col" }, t)))),
     tbody);
   const message = h("div", { class: "table-message", role: "status", "aria-live": "polite" });
@@ -51,7 +56,7 @@ export function jobsTable() {
     const count = h("span", { class: "count" });
     const btn = h("button", { type: "button", class: "chip", "aria-pressed": "false",
       dataset: { state: state || "all" },
-      onclick: () => setHash({ ...filters, state }) },
+      onclick: () => setHash({ ...filters, state, page: 1 }) },
       state ? badgeDot(state) : null, state || "all", count);
     filterButtons.set(state, { btn, count });
     filterBar.append(btn);
@@ -68,6 +73,7 @@ export function jobsTable() {
     const q = new URLSearchParams();
     if (f.state) q.set("state", f.state);
     if (f.parentId) q.set("parent", f.parentId);
+    if (f.page > 1) q.set("page", String(f.page));
     const qs = q.toString();
     location.hash = qs ? `#/?${qs}` : "#/";
   }
@@ -76,25 +82,52 @@ export function jobsTable() {
   function setFilters(params) {
     const next = { state: params.get("state") || "", parentId: params.get("parent") || "" };
     if (!STATES.includes(next.state)) next.state = "";
-    const changed = next.state !== filters.state || next.parentId !== filters.parentId;
+    const wanted = Math.max(1, Number.parseInt(params.get("page") || "1", 10) || 1);
+    const changed = next.state !== filters.state || next.parentId !== filters.parentId
+      || wanted !== page;
+    if (next.state !== filters.state || next.parentId !== filters.parentId) {
+      pageCursors = [null];
+      parentCounts = null;
+    }
     filters = next;
     for (const [state, { btn }] of filterButtons) {
       btn.setAttribute("aria-pressed", String(state === filters.state));
     }
     if (filters.parentId) {
-      fill(parentChip, "Showing the child jobs of ",
-        h("a", { href: `#/jobs/${filters.parentId}` }, h("code", {}, filters.parentId)), " ",
+      const parentLink = h("a", { href: `#/jobs/${filters.parentId}` },
+        h("code", {}, filters.parentId));
+      fill(parentChip, "Showing the child jobs of ", parentLink, " ",
         h("a", { href: "#/", class: "button button-quiet button-small" }, "Show all jobs"));
+      getJob(filters.parentId).then((p) => { fill(parentLink, p.input.filename); }, () => {});
     }
     parentChip.hidden = !filters.parentId;
     if (changed || !jobs.length) {
-      cursors = [];
-      cursor = null;
-      load();
+      goTo(wanted);
     } else {
       // Back from a job page: deletions send no event, so re-read the page shown.
       load({ quiet: true });
     }
+  }
+
+  async function goTo(wanted) {
+    const seq = ++loadSeq;
+    // Walk forward from the last page whose cursor is known.
+    while (pageCursors.length < wanted) {
+      const k = pageCursors.length - 1;
+      let got;
+      try {
+        got = await listJobs({ state: filters.state, parentId: filters.parentId,
+          limit: PAGE_SIZE, cursor: pageCursors[k] });
+      } catch {
+        break;
+      }
+      if (seq !== loadSeq) return;
+      if (!got.next_cursor || got.items.length < PAGE_SIZE) break;
+      pageCursors.push(got.next_cursor);
+    }
+    page = Math.min(wanted, pageCursors.length);
+    cursor = pageCursors[page - 1];
+    load();
   }
 
   async function load({ quiet = false } = {}) {
@@ -135,7 +168,7 @@ export function jobsTable() {
     for (const job of items) {
       let row = rows.get(job.id);
       if (!row) {
-        row = jobRow(job);
+        row = jobRow(job, parentName);
         rows.set(job.id, row);
       } else {
         row.update(job);
@@ -151,32 +184,50 @@ export function jobsTable() {
       const what = filters.state ? `No ${filters.state} jobs` : "No jobs yet";
       fill(message, h("div", { class: "empty" },
         h("strong", {}, `${what}${filters.parentId ? " under this job" : ""}.`),
-        !filters.state && !filters.parentId && cursors.length === 0
+        !filters.state && !filters.parentId && page === 1
           ? h("span", { class: "muted" }, " Drop a file above to start one.") : null));
     }
     table.hidden = !items.length;
-    const first = cursors.length === 0;
+    const first = page === 1;
     newer.disabled = first;
     older.disabled = !next || items.length < PAGE_SIZE;
-    pageLabel.textContent = `Page ${cursors.length + 1}`;
+    renderPageLabel();
     if (first) {
       newWhileAway = 0;
       notice.hidden = true;
     }
   }
 
+  /** "21–40 of 71": the total from the state counts (or the parent's children counts). */
+  function renderPageLabel() {
+    const start = (page - 1) * PAGE_SIZE + 1;
+    const end = start + jobs.length - 1;
+    const source = filters.parentId ? parentCounts : counts;
+    let total = null;
+    if (source) {
+      total = filters.state ? source[filters.state] || 0
+        : source.total ?? STATES.reduce((a, st) => a + (source[st] || 0), 0);
+    }
+    if (!jobs.length) {
+      pageLabel.textContent = page > 1 ? `Page ${page}` : "";
+    } else if (total !== null && total >= end) {
+      pageLabel.textContent = `${formatNumber(start)}–${formatNumber(end)} of ${formatNumber(total)}`;
+    } else {
+      pageLabel.textContent = `${formatNumber(start)}–${formatNumber(end)} · page ${page}`;
+    }
+  }
+
   function goOlder() {
     if (!jobs.length) return;
-    cursors.push(cursor);
-    cursor = jobs[jobs.length - 1].id;
-    load();
+    pageCursors[page] = nextCursor || jobs[jobs.length - 1].id;
+    pageCursors.length = page + 1;
+    setHash({ ...filters, page: page + 1 });
     title.scrollIntoView({ block: "nearest" });
   }
 
   function goNewer() {
-    if (!cursors.length) return;
-    cursor = cursors.pop();
-    load();
+    if (page <= 1) return;
+    setHash({ ...filters, page: page - 1 });
   }
 
   function matches(job) {
@@ -200,7 +251,7 @@ export function jobsTable() {
       return;
     }
     if (event.type === "job.progress") return;
-    if (cursors.length === 0) {
+    if (page === 1) {
       // A job this page does not show yet: re-read the first page (once per burst).
       clearTimeout(refreshTimer);
       refreshTimer = setTimeout(() => load({ quiet: true }), 250);
@@ -208,7 +259,7 @@ export function jobsTable() {
       newWhileAway += 1;
       fill(notice, `${newWhileAway} new job${newWhileAway > 1 ? "s" : ""} since this page was `
         + "opened. ", h("button", { type: "button", class: "button button-small",
-        onclick: () => { cursors = []; cursor = null; load(); } }, "Show newest"));
+        onclick: () => setHash({ ...filters, page: 1 }) }, "Show newest"));
       notice.hidden = false;
     }
   }
@@ -221,6 +272,7 @@ export function jobsTable() {
       getJob(id).then((job) => {
         const row = rows.get(id);
         if (row) row.update(job);
+        if (job.parent_id === filters.parentId && filters.parentId) scheduleCounts();
       }, () => {}).finally(() => refetching.delete(id));
     }, 100);
   }
@@ -231,14 +283,35 @@ export function jobsTable() {
   }
 
   async function refreshCounts() {
-    const counts = await jobCounts();
-    if (!counts) return;
+    // Under a parent the chips count its children (the job's `children`), not every job.
+    const parentId = filters.parentId;
+    let shown = null;
+    if (parentId) {
+      try {
+        const parent = await getJob(parentId);
+        if (parentId !== filters.parentId) return;
+        parentCounts = parent.children || {};
+        shown = parentCounts;
+      } catch {
+        shown = null;
+      }
+    } else {
+      counts = await jobCounts();
+      if (filters.parentId) return;
+      shown = counts;
+    }
+    if (!shown) {
+      for (const { count } of filterButtons.values()) count.textContent = "";
+      renderPageLabel();
+      return;
+    }
     let total = 0;
     for (const state of STATES) {
-      total += counts[state] || 0;
-      filterButtons.get(state).count.textContent = String(counts[state] || 0);
+      total += shown[state] || 0;
+      filterButtons.get(state).count.textContent = String(shown[state] || 0);
     }
-    filterButtons.get("").count.textContent = String(total);
+    filterButtons.get("").count.textContent = String(shown.total ?? total);
+    renderPageLabel();
   }
 
   function tick() {
@@ -246,60 +319,24 @@ export function jobsTable() {
     for (const row of rows.values()) row.tick();
   }
 
-  return { el, setFilters, reload: () => load({ quiet: true }), matches };
+  function parentName(id, fn) {
+    if (parentNames.has(id)) {
+      const known = parentNames.get(id);
+      if (typeof known === "string") fn(known);
+      else known.push(fn);
+      return;
+    }
+    const waiting = [fn];
+    parentNames.set(id, waiting);
+    getJob(id).then((p) => {
+      parentNames.set(id, p.input.filename);
+      for (const f of waiting) f(p.input.filename);
+    }, () => parentNames.delete(id));
+  }
+
+  return { el, setFilters, reload: () => load({ quiet: true }), matches, parentName };
 }
 
 function badgeDot(state) {
   return h("span", { class: `dot dot-${state}`, "aria-hidden": "true" });
-}
-
-function jobRow(initial) {
-  let job = initial;
-  const stateCell = h("td", { dataset: { label: "State" }, class: "cell-state" });
-  const link = h("a", { href: `#/jobs/${job.id}`, class: "job-link" });
-  const fileCell = h("td", { dataset: { label: "File" }, class: "cell-file" }, link,
-    h("span", { class: "muted small" }));
-  const pipelineCell = h("td", { dataset: { label: "Pipeline" } });
-  const bar = progressBar(`Progress of ${job.input.filename}`, 0);
-  const pct = h("span", { class: "pct" });
-  const progressCell = h("td", { dataset: { label: "Progress" }, class: "cell-progress" }, bar, pct);
-  const attemptsCell = h("td", { dataset: { label: "Attempts" }, class: "num" });
-  const createdCell = h("td", { dataset: { label: "Created" } });
-  const durationCell = h("td", { dataset: { label: "Duration" }, class: "num" });
-  const el = h("tr", { dataset: { jobId: job.id } }, stateCell, fileCell, pipelineCell,
-    progressCell, attemptsCell, createdCell, durationCell);
-  let lastState = null;
-
-  function update(next) {
-    job = next;
-    el.dataset.state = job.state;
-    if (job.state !== lastState) {
-      fill(stateCell, badge(job.state));
-      lastState = job.state;
-    }
-    link.textContent = job.input.filename || job.id;
-    const sub = fileCell.lastChild;
-    sub.textContent = ` ${formatBytes(job.input.size)}`
-      + (job.error ? ` · ${job.error.code}` : "");
-    pipelineCell.textContent = job.pipeline;
-    const fraction = job.state === "succeeded" ? 1 : job.progress?.fraction || 0;
-    setProgress(bar, fraction, job.progress?.message || job.state);
-    bar.classList.toggle("bar-failed", job.state === "failed");
-    bar.classList.toggle("bar-muted", job.state === "cancelled" || job.state === "queued");
-    bar.hidden = fraction === 0 && (job.state === "failed" || job.state === "cancelled");
-    pct.textContent = TERMINAL.has(job.state) && job.state !== "succeeded"
-      ? "" : `${Math.round(fraction * 100)}%`;
-    attemptsCell.textContent = `${job.attempts}/${job.max_attempts}`;
-    fill(createdCell, timeAgo(job.created_at));
-    durationCell.textContent = jobDuration(job);
-  }
-
-  function tick() {
-    if (!TERMINAL.has(job.state)) durationCell.textContent = jobDuration(job);
-    const t = createdCell.firstChild;
-    if (t && t.dataset && t.dataset.ago) fill(createdCell, timeAgo(job.created_at));
-  }
-
-  update(initial);
-  return { el, update, tick, get job() { return job; } };
 }

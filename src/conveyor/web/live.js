@@ -85,12 +85,14 @@ export function startLive() {
 }
 
 /**
- * Follow one job (GET /v1/jobs/{id}/events): its whole history, then live, closed by us after
- * the terminal event so the browser does not reconnect. Returns a close function.
+ * Follow one job (GET /v1/jobs/{id}/events): its whole history (every run of a retried job),
+ * then live. The server ends the stream after the job's current terminal event; we close ours
+ * then, so the browser does not reconnect. Returns a close function.
  */
 export function followJob(jobId, fn) {
   const es = new EventSource(`/v1/jobs/${encodeURIComponent(jobId)}/events`);
   const seen = new Set();
+  let lastTerminal = false;
   const onMessage = (message) => {
     let event;
     try {
@@ -102,12 +104,13 @@ export function followJob(jobId, fn) {
       if (seen.has(event.id)) return;
       seen.add(event.id);
     }
+    // A replayed terminal event may be followed by a retry: only the stream's end tells.
+    lastTerminal = ["succeeded", "failed", "cancelled"].includes(stateOf(event.type));
     fn(event);
-    if (["succeeded", "failed", "cancelled"].includes(stateOf(event.type))) es.close();
   };
   for (const type of EVENT_TYPES) es.addEventListener(type, onMessage);
   es.addEventListener("error", () => {
-    if (es.readyState === EventSource.CLOSED) es.close();
+    if (es.readyState === EventSource.CLOSED || lastTerminal) es.close();
   });
   return () => es.close();
 }

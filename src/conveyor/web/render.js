@@ -9,6 +9,7 @@ function scalar(v) {
   if (typeof v === "boolean") return h("span", { class: "bool" }, v ? "yes" : "no");
   if (typeof v === "number") return h("span", { class: "num" }, formatNumber(v));
   const s = String(v);
+  if (s === "") return h("span", { class: "muted" }, "(empty)");
   if (/^[0-9a-f]{40,}$/i.test(s)) return h("code", { class: "hash" }, s);
   return h("span", {}, s);
 }
@@ -23,7 +24,8 @@ export function renderValue(value, depth = 0) {
   if (Array.isArray(value)) {
     if (!value.length) return h("span", { class: "muted" }, "none");
     if (value.every((v) => !isObject(v) && !Array.isArray(v))) {
-      return h("span", {}, value.map((v, i) => [i ? ", " : "", scalar(v)]));
+      // Chips, not commas: "4,000, 2,048" reads as four numbers.
+      return h("ul", { class: "inline-list" }, value.map((v) => h("li", {}, scalar(v))));
     }
     if (value.every(isObject)) return objectTable(value, depth);
     return h("ol", { class: "value-list" }, value.map((v) => h("li", {}, renderValue(v, depth + 1))));
@@ -48,21 +50,34 @@ const TEXTUAL = /^(text\/|application\/(json|xml|x-ndjson|csv))/;
 const PREVIEW_LINES = 20;
 const PREVIEW_BYTES = 64 * 1024;
 
-/** A card for one artifact: name, type, size, a download link and a preview when we can. */
-export function artifactCard(artifact) {
+/** Artifacts in a reading order: numbers inside names compare as numbers (w256 < w1024). */
+export function sortArtifacts(list) {
+  const collator = new Intl.Collator(undefined, { numeric: true });
+  return [...list].sort((a, b) => collator.compare(a.name, b.name));
+}
+
+/**
+ * A card for one artifact: name, type, size, a download link and a preview when we can.
+ * opts.previewUrl shows a smaller copy of the same picture (an image rendition's thumbnail);
+ * opts.note is a line under the name (for instance "same pixels as w1024.webp").
+ */
+export function artifactCard(artifact, opts = {}) {
   const preview = h("div", { class: "preview" });
   const el = h("li", { class: "artifact", dataset: { artifact: artifact.name } },
     h("div", { class: "artifact-head" },
       h("a", { href: artifact.url, download: artifact.name, class: "artifact-name" }, artifact.name),
-      h("span", { class: "muted small" }, `${artifact.media_type} · ${formatBytes(artifact.size)}`)),
+      h("span", { class: "muted small" }, `${artifact.media_type} · ${formatBytes(artifact.size)}`),
+      opts.note ? h("span", { class: "small artifact-note" }, opts.note) : null),
     preview);
   if (artifact.media_type.startsWith("image/")) {
-    const img = h("img", { src: artifact.url, alt: `Preview of ${artifact.name}`, loading: "lazy",
-      decoding: "async" });
+    const img = h("img", { src: opts.previewUrl || artifact.url, alt: `Preview of ${artifact.name}`,
+      loading: "lazy", decoding: "async" });
     img.addEventListener("error", () => fill(preview, h("p", { class: "muted" },
       "This browser cannot show this image; download it instead.")));
-    fill(preview, img);
-  } else if (artifact.name === "profile.json" || TEXTUAL.test(artifact.media_type)) {
+    fill(preview, h("a", { href: artifact.url, target: "_blank", rel: "noopener",
+      title: "Open full size" }, img));
+  } else if (artifact.name === "profile.json" || artifact.name === "pages.json"
+    || TEXTUAL.test(artifact.media_type)) {
     fill(preview, h("p", { class: "muted" }, "Loading preview…"));
     loadText(artifact, preview);
   } else {
@@ -71,52 +86,148 @@ export function artifactCard(artifact) {
   return el;
 }
 
+async function fetchText(url, from, to) {
+  const response = await fetch(url, { headers: { Range: `bytes=${from}-${to}` } });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return response.text();
+}
+
 async function loadText(artifact, preview) {
   try {
-    const response = await fetch(artifact.url, {
-      headers: { Range: `bytes=0-${PREVIEW_BYTES - 1}` },
-    });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const text = await response.text();
+    const text = await fetchText(artifact.url, 0, PREVIEW_BYTES - 1);
     const whole = artifact.size <= PREVIEW_BYTES;
-    if (artifact.name === "profile.json" && whole) {
+    if (whole && artifact.name.endsWith(".json")) {
       try {
-        const profile = JSON.parse(text);
-        if (Array.isArray(profile.columns)) {
-          fill(preview, profileTable(profile));
+        const value = JSON.parse(text);
+        if (artifact.name === "profile.json" && Array.isArray(value.columns)) {
+          fill(preview, profileTable(value));
+          return;
+        }
+        if (artifact.name === "pages.json" && Array.isArray(value)) {
+          fill(preview, pagesList(value));
           return;
         }
       } catch {
-        // not a profile after all: show the text
+        // not what we expected: show the text
       }
     }
-    const lines = text.split(/\r?\n/);
-    const shown = lines.slice(0, PREVIEW_LINES).join("\n");
-    const more = lines.length > PREVIEW_LINES || !whole;
-    fill(preview, h("pre", { class: "text-preview", tabindex: "0",
-      "aria-label": `First lines of ${artifact.name}` }, shown),
-    more ? h("p", { class: "muted small" }, `First ${Math.min(lines.length, PREVIEW_LINES)} lines.`)
-      : null);
+    if (whole && artifact.name === "rejects.csv") {
+      fill(preview, rejectsTable(parseCsv(text)));
+      return;
+    }
+    textPreview(artifact, preview, text, whole);
   } catch (err) {
     fill(preview, h("p", { class: "error-text" }, `Preview unavailable (${err.message}).`));
   }
 }
 
+/** The first lines, and a "Show more" that adds the next lines (and bytes) each press. */
+function textPreview(artifact, preview, firstText, whole) {
+  let text = firstText;
+  let loaded = whole ? artifact.size : PREVIEW_BYTES;
+  let shownLines = PREVIEW_LINES;
+  const pre = h("pre", { class: "text-preview", tabindex: "0",
+    "aria-label": `Text of ${artifact.name}` });
+  const note = h("p", { class: "muted small" });
+  const more = h("button", { type: "button", class: "button button-small" }, "Show more");
+  const render = () => {
+    const lines = text.split(/\r?\n/);
+    if (lines.length && lines[lines.length - 1] === "") lines.pop();
+    const complete = loaded >= artifact.size;
+    pre.textContent = lines.slice(0, shownLines).join("\n");
+    const all = complete && shownLines >= lines.length;
+    note.textContent = all ? `All ${lines.length} lines.`
+      : `First ${Math.min(shownLines, lines.length)} lines${complete ? ` of ${lines.length}` : ""}.`;
+    more.hidden = all;
+  };
+  more.addEventListener("click", async () => {
+    shownLines += 200;
+    if (shownLines > text.split("\n").length && loaded < artifact.size) {
+      more.disabled = true;
+      try {
+        text += await fetchText(artifact.url, loaded, loaded + 4 * PREVIEW_BYTES - 1);
+        loaded += 4 * PREVIEW_BYTES;
+      } finally {
+        more.disabled = false;
+      }
+    }
+    render();
+  });
+  render();
+  fill(preview, pre, h("div", { class: "preview-foot" }, note, more));
+}
+
+/** pages.json of the pdf pipeline: one block per page. */
+function pagesList(pages) {
+  return h("ol", { class: "pages" }, pages.slice(0, 200).map((p) => h("li", { class: "page" },
+    h("p", { class: "small muted" }, `Page ${p.page} · ${formatNumber(p.chars ?? 0)} characters`),
+    p.text ? h("pre", { class: "text-preview" }, p.text)
+      : h("p", { class: "muted small" }, "No text on this page."))));
+}
+
+/** A small CSV parser (quotes, doubled quotes, newlines inside quotes): rows of strings. */
+export function parseCsv(text, delimiter = ",", maxRows = 1000) {
+  const rows = [];
+  let row = [];
+  let cell = "";
+  let quoted = false;
+  for (let i = 0; i < text.length && rows.length < maxRows; i += 1) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { cell += '"'; i += 1; }
+      else if (c === '"') quoted = false;
+      else cell += c;
+    } else if (c === '"') quoted = true;
+    else if (c === delimiter) { row.push(cell); cell = ""; }
+    else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i += 1;
+      row.push(cell); rows.push(row); row = []; cell = "";
+    } else cell += c;
+  }
+  if ((cell || row.length) && rows.length < maxRows) { row.push(cell); rows.push(row); }
+  return rows;
+}
+
+/** rejects.csv (line, error, original_line) as a table, each rejected line once. */
+export function rejectsTable(rows) {
+  const [head = [], ...body] = rows;
+  const seen = new Set();
+  const unique = body.filter((r) => {
+    const key = r.join("\u0000");
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+  return h("div", { class: "table-wrap" }, h("table", { class: "data rejects-table" },
+    h("caption", { class: "visually-hidden" }, "Rejected lines"),
+    h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, humanKey(c))))),
+    h("tbody", {}, unique.map((r) => h("tr", {}, r.map((c, i) => h("td",
+      { class: i === 0 ? "num" : i === 2 ? "mono small" : "" }, c)))))));
+}
+
 /** The table pipeline's profile.json: one row per column. */
 export function profileTable(profile) {
   const cols = profile.columns;
+  const rows = profile.rows ?? null;
   const top = (c) => (c.top_values || []).map((t) => `${t.value} (${t.count})`).join(", ");
+  // approx_distinct is a HyperLogLog estimate: never show more distinct values than rows.
+  const distinct = (c) => {
+    const v = c.approx_distinct;
+    if (typeof v !== "number") return scalar(v);
+    const capped = rows !== null && v > rows ? rows : v;
+    return h("span", { class: "num", title: "an estimate" }, `≈ ${formatNumber(capped)}`);
+  };
   return h("div", { class: "profile" },
-    h("p", { class: "muted small" }, `${formatNumber(profile.rows ?? 0)} rows · ${cols.length} columns`),
+    h("p", { class: "muted small" }, `${formatNumber(rows ?? 0)} rows · ${cols.length} columns`),
     h("div", { class: "table-wrap" }, h("table", { class: "data profile-table" },
       h("caption", { class: "visually-hidden" }, "Column profile"),
-      h("thead", {}, h("tr", {}, ["Column", "Type", "Nulls", "Distinct", "Min", "Max", "Mean",
-        "Top values"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Column", "Type", "Nulls", "Distinct (est.)", "Min", "Max",
+        "Mean", "Top values"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, cols.map((c) => h("tr", {},
         h("th", { scope: "row" }, String(c.name)),
         h("td", {}, h("code", {}, String(c.type ?? ""))),
         h("td", { class: "num" }, scalar(c.nulls)),
-        h("td", { class: "num" }, scalar(c.approx_distinct)),
+        h("td", { class: "num" }, distinct(c)),
         h("td", {}, scalar(c.min)),
         h("td", {}, scalar(c.max)),
         h("td", { class: "num" }, scalar(c.mean)),

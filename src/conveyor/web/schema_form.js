@@ -2,7 +2,7 @@
 // Simple types get real inputs; any shape it does not understand becomes a JSON textarea.
 // Only values that differ from the schema's default are sent: the server owns the defaults.
 
-import { h, humanKey } from "./dom.js";
+import { h, humanKey, sentence } from "./dom.js";
 
 let uid = 0;
 const nextId = () => `opt-${++uid}`;
@@ -60,7 +60,7 @@ function field(name, prop, root, path) {
   const d = describe(prop, root);
   const id = nextId();
   // A $ref'd model's title is its class name ("ImageOptions"): the property name reads better.
-  const label = (d.kind === "object" ? null : d.title) || humanKey(name);
+  const label = sentence((d.kind === "object" ? null : d.title) || humanKey(name));
   const hasDefault = Object.hasOwn(d, "default");
   const dflt = d.default;
   const hintText = [plain(d.description), rangeHint(d)].filter(Boolean).join(" ");
@@ -132,6 +132,8 @@ function field(name, prop, root, path) {
         const n = Number(raw);
         if (!Number.isFinite(n)) return fail("not a number");
         if (d.type === "integer" && !Number.isInteger(n)) return fail("a whole number, please");
+        const bad = outOfRange(n, d);
+        if (bad) return fail(bad);
         return result(n);
       },
     };
@@ -149,6 +151,14 @@ function field(name, prop, root, path) {
         if (raw === "") return d.nullable || !hasDefault ? result(null) : { skip: true };
         const nums = raw.split(/[\s,;]+/).filter(Boolean).map(Number);
         if (nums.some((n) => !Number.isFinite(n))) return fail("numbers separated by commas");
+        const items = resolve(d.items, root) || {};
+        for (const n of nums) {
+          if (items.type === "integer" && !Number.isInteger(n)) return fail(`${n} is not a whole number`);
+          const bad = outOfRange(n, items);
+          if (bad) return fail(`${n}: ${bad}`);
+        }
+        if (d.maxItems !== undefined && nums.length > d.maxItems) return fail(`at most ${d.maxItems} values`);
+        if (d.minItems !== undefined && nums.length < d.minItems) return fail(`at least ${d.minItems} value${d.minItems > 1 ? "s" : ""}`);
         return result(nums);
       },
     };
@@ -177,7 +187,21 @@ function plain(text) {
   return text ? String(text).replace(/``([^`]*)``/g, "$1") : "";
 }
 
+/** Why n is outside the schema's bounds, or "". */
+function outOfRange(n, d) {
+  if (d.minimum !== undefined && n < d.minimum) return `at least ${d.minimum}`;
+  if (d.maximum !== undefined && n > d.maximum) return `at most ${d.maximum}`;
+  if (d.exclusiveMinimum !== undefined && n <= d.exclusiveMinimum) return `more than ${d.exclusiveMinimum}`;
+  if (d.exclusiveMaximum !== undefined && n >= d.exclusiveMaximum) return `less than ${d.exclusiveMaximum}`;
+  return "";
+}
+
 function rangeHint(d) {
+  if (d.kind === "numberlist") {
+    const items = d.items || {};
+    if (items.minimum !== undefined && items.maximum !== undefined) return `(each ${items.minimum}–${items.maximum})`;
+    return "";
+  }
   if (d.kind !== "number") return "";
   const lo = d.minimum ?? d.exclusiveMinimum;
   const hi = d.maximum ?? d.exclusiveMaximum;

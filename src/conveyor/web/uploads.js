@@ -1,9 +1,10 @@
 // The upload panel: drop or pick files, choose a pipeline and its options, and watch each file
 // upload (XHR progress) and then run (the global event stream).
 
-import { ApiError, getJob, getPipelines, uploadFile } from "./api.js";
+import { ApiError, getJob, getPipelines, onReachability, readiness, uploadFile } from "./api.js";
 import {
-  TERMINAL, announce, badge, fill, formatBytes, h, progressBar, setProgress,
+  TERMINAL, announce, badge, fill, formatBytes, h, progressBar, progressState, setProgress,
+  showProgress,
 } from "./dom.js";
 import { onJobEvent, onStreamStatus, stateOf } from "./live.js";
 import { optionsForm } from "./schema_form.js";
@@ -20,7 +21,9 @@ export function uploadPanel() {
 
   const input = h("input", { type: "file", id: "file-input", multiple: true, class: "visually-hidden",
     onchange: () => { addFiles([...input.files]); input.value = ""; } });
-  const drop = h("div", { class: "dropzone", id: "dropzone" },
+  // The whole drop area opens the picker, not only its button.
+  const drop = h("div", { class: "dropzone", id: "dropzone",
+    onclick: (e) => { if (!e.target.closest("label, input")) input.click(); } },
     h("svg-icon"),
     h("p", { class: "drop-title" }, "Drop files here"),
     h("p", { class: "muted" }, "or ", input,
@@ -38,12 +41,14 @@ export function uploadPanel() {
 
   const el = h("section", { class: "card upload-card", "aria-labelledby": "upload-title" },
     h("h2", { id: "upload-title" }, "Upload"),
+    // Settings first: they apply to the files dropped next.
     h("div", { class: "upload-grid" },
-      drop,
       h("div", { class: "upload-settings" },
-        h("div", { class: "field" }, h("label", { for: "pipeline" }, "Pipeline"), select, about),
-        h("details", { class: "options-details", open: true },
-          h("summary", {}, "Options"), optionsBox, optionsError))),
+        h("div", { class: "field" }, h("label", { for: "pipeline" }, "1. Pipeline"), select, about),
+        h("details", { class: "options-details",
+          open: !window.matchMedia("(max-width: 760px)").matches },
+        h("summary", {}, "2. Options"), optionsBox, optionsError)),
+      drop),
     h("div", { class: "uploads-head" }, list, clearBtn));
 
   for (const type of ["dragenter", "dragover"]) {
@@ -61,6 +66,17 @@ export function uploadPanel() {
     e.preventDefault();
     drop.classList.remove("dragging");
     addFiles([...e.dataTransfer.files]);
+  });
+
+  // Uploads that could not reach the server go again once it answers.
+  const unsent = new Set();
+  onReachability((ok) => {
+    if (!ok) return;
+    for (const item of [...unsent]) {
+      unsent.delete(item);
+      waiting.push(item);
+    }
+    pump();
   });
 
   onJobEvent((event) => {
@@ -115,7 +131,10 @@ export function uploadPanel() {
     optionsError.textContent = "";
     for (const file of files) {
       const item = uploadItem(file, { pipeline, options: read.value },
-        (id) => byJob.set(id, item));
+        (id) => byJob.set(id, item), {
+          unsent: () => unsent.add(item),
+          again: () => { unsent.delete(item); waiting.push(item); pump(); },
+        });
       list.prepend(item.el);
       waiting.push(item);
     }
@@ -149,7 +168,7 @@ export function uploadPanel() {
   return { el };
 }
 
-function uploadItem(file, params, register) {
+function uploadItem(file, params, register, queue) {
   const bar = progressBar(`Upload of ${file.name}`, 0, "bar-upload");
   bar.dataset.uploadBar = "";
   const status = h("span", { class: "upload-status" }, "waiting");
@@ -176,9 +195,7 @@ function uploadItem(file, params, register) {
     } else {
       jobCell.firstChild.replaceWith(badge(job.state));
     }
-    const fraction = job.state === "succeeded" ? 1 : job.progress?.fraction || 0;
-    setProgress(jobBar, fraction, job.progress?.message || job.state);
-    jobBar.classList.toggle("bar-failed", job.state === "failed");
+    showProgress(jobBar, progressState(job));
     if (job.state === "failed" && job.error) {
       fill(detail, h("span", { class: "error-text" }, h("code", {}, job.error.code), " ",
         job.error.message));
@@ -207,6 +224,11 @@ function uploadItem(file, params, register) {
 
   async function start() {
     status.textContent = "uploading";
+    el.dataset.state = "uploading";
+    el.dataset.done = "false";
+    bar.classList.remove("bar-failed");
+    fill(detail);
+    fill(jobCell);
     const up = uploadFile(file, params, (loaded, total) => {
       setProgress(bar, total ? loaded / total : 0, `${formatBytes(loaded)} of ${formatBytes(total)}`);
       status.textContent = loaded >= total ? "uploaded" : `${formatBytes(loaded)} of ${formatBytes(total)}`;
@@ -228,6 +250,20 @@ function uploadItem(file, params, register) {
       return created;
     } catch (err) {
       const e = err instanceof ApiError ? err : new ApiError(0, "error", String(err));
+      // No answer: the server may be down (then this file waits and goes again), or it
+      // closed the connection on purpose (a refusal). Ask it.
+      if (e.code === "unreachable" && (await readiness()).unreachable) {
+        el.dataset.state = "unsent";
+        status.textContent = "not sent";
+        setProgress(bar, 0, "not sent");
+        fill(detail, h("div", { class: "problem", role: "alert" },
+          h("strong", {}, "Not sent: "), "the server cannot be reached. This file is sent again "
+          + "when it is back. ", h("button", { type: "button", class: "button button-small",
+            onclick: () => queue.again() }, "Send now")));
+        queue.unsent();
+        announce(`${file.name}: not sent, the server cannot be reached`);
+        return null;
+      }
       el.dataset.done = "true";
       el.dataset.state = "refused";
       bar.classList.add("bar-failed");
