@@ -141,6 +141,17 @@ class BadWebhookUrl(BadParameter):
     code = "bad_webhook_url"
 
 
+class Draining(ConveyorError):
+    """The server received SIGTERM and is draining: the client should try another server."""
+
+    code = "draining"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        #: Seconds after which to try again (the ``Retry-After`` header).
+        self.retry_after = retry_after
+
+
 class LeaseLost(ConveyorError):
     """A fenced write found another lease token: this attempt no longer owns the job."""
 

@@ -44,6 +44,7 @@ CODES: dict[str, str] = {
     "range_not_satisfiable": "the requested byte range is outside the file",
     "method_not_allowed": "the method is not allowed on this path",
     "not_ready": "the database, storage or workers are not available",
+    "draining": "the server is shutting down (SIGTERM): try again, on another server",
     "request_timeout": "the request head or body stalled past its time-out",
     "headers_too_large": "the request head is over CONVEYOR_MAX_HEADER_BYTES or has too many "
     "headers",
@@ -80,6 +81,7 @@ STATUS: dict[type[Exception], int] = {
     errors.NoFile: 422,
     errors.BadParameter: 422,
     errors.IdempotencyKeyReused: 422,
+    errors.Draining: 503,
     UnknownPipeline: 422,
     BadOptions: 422,
 }
@@ -188,7 +190,10 @@ def install(app: FastAPI) -> None:
         extra: dict[str, Any] = {}
         if isinstance(exc, BadOptions):
             extra["errors"] = exc.errors
-        return problem_response(status, code_of(exc), str(exc) or code_of(exc), **extra)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return problem_response(status, code_of(exc), str(exc) or code_of(exc), headers,
+                                **extra)
 
     handled: list[type[Exception]] = [errors.ConveyorError, *STATUS]
     for exc_type in handled:

@@ -98,6 +98,7 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
     400: problem_schema(),
     404: problem_schema(),
     410: problem_schema(),
+    503: problem_schema(),
 }
 _AFTER_DOC = "Same as Last-Event-ID, for clients (like EventSource) that cannot set the header"
 
@@ -140,6 +141,7 @@ async def job_events(
     last_event_id: Annotated[str | None, Header()] = None,
     after: _After = None,
 ) -> StreamingResponse:
+    svc.drain.refuse("follow events")
     start = start_after(last_event_id, after)
     await to_thread.run_sync(svc.load_job, job_id)
     return _sse(stream_events(request, svc, job_id, start))
@@ -153,4 +155,5 @@ async def all_events(
     last_event_id: Annotated[str | None, Header()] = None,
     after: _After = None,
 ) -> StreamingResponse:
+    svc.drain.refuse("follow events")
     return _sse(stream_events(request, svc, None, start_after(last_event_id, after)))

@@ -37,6 +37,8 @@ from conveyor.runner.watchdog import (
 from conveyor.runner.worker import worker_main
 from conveyor.settings import Settings
 from conveyor.store import Store
+from conveyor.telemetry import multiproc
+from conveyor.telemetry.metrics import RUN_SECONDS
 
 log = logging.getLogger("conveyor.supervisor")
 
@@ -53,6 +55,8 @@ class Slot:
     jobs: int = 0
     kill_reason: JobError | None = None
     retiring: bool = False
+    #: The pipeline of the running job (a metric label).
+    pipeline: str = ""
 
 
 class Supervisor:
@@ -166,7 +170,7 @@ class Supervisor:
                 return
             kind = message[0]
             if kind == "start":
-                _, job_id, token, timeout_s = message
+                _, job_id, token, timeout_s, slot.pipeline = message
                 slot.running = Watched(job_id, token, time.monotonic(), float(timeout_s))
             elif kind == "done":
                 slot.running = None
@@ -177,11 +181,12 @@ class Supervisor:
         self._read(slot)
         slot.process.join(timeout=1)
         code = slot.process.exitcode
+        multiproc.mark_dead(slot.process.pid)
         if slot.running is not None:
             reason = slot.kill_reason or JobError(
                 ErrorCode.WORKER_LOST, f"the worker process died (exit code {code})", True
             )
-            self._record_failure(slot.running, reason)
+            self._record_failure(slot, slot.running, reason)
         elif code not in (0, None) and slot.kill_reason is None:
             log.warning("worker %s exited with code %s", slot.worker_id, code)
         with contextlib.suppress(Exception):
@@ -190,15 +195,25 @@ class Supervisor:
         if not self._stop.is_set():
             self.slots.append(self._spawn(slot.index))
 
-    def _record_failure(self, running: Watched, error: JobError) -> None:
+    def _record_failure(self, slot: Slot, running: Watched, error: JobError) -> None:
+        outcome = "lost"
         try:
             if error.code == ErrorCode.CANCELLED:
                 self.store.attempts.finish_cancelled(running.job_id, running.token)
+                outcome = "cancelled"
             else:
                 state = self.store.attempts.fail(running.job_id, running.token, error, self.policy)
                 log.info("job %s: %s -> %s", running.job_id, error.code, state)
+                outcome = "retrying" if state == JobState.QUEUED else str(state.value)
         except LeaseLost:
             pass  # already finished, or a newer attempt owns it
+        self._observe(slot, running, outcome)
+
+    @staticmethod
+    def _observe(slot: Slot, running: Watched, outcome: str) -> None:
+        """Run time of an attempt that ended here (killed or released), not in its worker."""
+        RUN_SECONDS.labels(slot.pipeline, outcome).observe(
+            max(0.0, time.monotonic() - running.started))
 
     def _watch(self, now: float) -> None:
         """The I/O around :func:`conveyor.runner.watchdog.decide`: read RSS, kill, record."""
@@ -248,11 +263,11 @@ class Supervisor:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def _shutdown(self) -> None:
-        """Stop claiming; let running jobs finish within the grace period; release the rest."""
+        """Stop claiming; let running jobs finish within ``drain_seconds``; release the rest."""
         for slot in self.slots:
             with contextlib.suppress(ProcessLookupError, TypeError):
                 os.kill(slot.process.pid or -1, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        deadline = time.monotonic() + self.settings.drain_seconds
         while time.monotonic() < deadline and any(s.process.is_alive() for s in self.slots):
             for slot in self.slots:
                 self._read(slot)
@@ -268,4 +283,6 @@ class Supervisor:
                 with contextlib.suppress(LeaseLost):
                     if self.store.attempts.release(slot.running.job_id, slot.running.token):
                         log.info("released job %s", slot.running.job_id)
+                        self._observe(slot, slot.running, "released")
+            multiproc.mark_dead(slot.process.pid)
         self.slots.clear()
