@@ -26,8 +26,8 @@ class LogFormat(enum.StrEnum):
     json = "json"
 
 
-_LOG_FORMAT_HELP = ("Log lines as `text` or `json` (one object per line) "
-                    "[default: CONVEYOR_LOG_FORMAT or text].")
+_LOG_FORMAT_HELP = ("Log lines as `text` or `json` (one object per line); "
+                    "default: CONVEYOR_LOG_FORMAT, else text.")
 
 
 def _settings(processors: str | None = None, workers: int | None = None,
@@ -81,8 +81,7 @@ def serve(
 ) -> None:
     """Run the HTTP API (and, unless --no-workers, the supervised worker processes).
 
-    SIGTERM drains: readiness and new uploads answer 503 `draining`, event streams end, uploads
-    in flight finish, running jobs get CONVEYOR_DRAIN_S to finish and are then released.
+    SIGTERM drains first (503 `draining`, jobs get CONVEYOR_DRAIN_S): see README, Operations.
     """
     settings = _settings(processors, workers, log_format)
     _observability(settings, server=True)
@@ -134,7 +133,7 @@ def worker(
 ) -> None:
     """Run supervised worker processes against the configured database.
 
-    SIGTERM: claim no more jobs; running ones get CONVEYOR_DRAIN_S to finish, then are released.
+    SIGTERM: no more claims; running jobs get CONVEYOR_DRAIN_S to finish, then are released.
     """
     settings = _settings(processors, workers, log_format)
     _observability(settings, server=False)

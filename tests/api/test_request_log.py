@@ -56,7 +56,8 @@ def test_json_logs_carry_the_request_id_from_request_to_worker(
     assert line["duration_ms"] >= 0 and line["logger"] == "conveyor.access"
     _await_line(srv, lambda r: r.get("job_id") == job_id and r.get("state") == "succeeded")
     moves = _transitions(srv, job_id)
-    assert [m["state"] for m in moves] == ["queued", "started", "succeeded"], moves
+    assert [m["state"] for m in moves] == ["queued", "running", "succeeded"], moves
+    assert [m["transition"] for m in moves] == ["job.queued", "job.started", "job.succeeded"]
     # The worker's lines name the request that created the job, and the attempt.
     assert {m["request_id"] for m in moves} == {"client-req.42"}
     assert [m["attempt"] for m in moves[1:]] == [1, 1]
@@ -115,5 +116,5 @@ def test_worker_command_logs_json_from_the_environment(
     assert done.returncode == 0, done.stderr.decode()
     lines = [json.loads(x) for x in done.stderr.decode().splitlines() if x.strip()]
     moves = [x for x in lines if x.get("event") == "job" and x.get("job_id") == job_id]
-    assert [m["state"] for m in moves] == ["started", "succeeded"]
+    assert [m["state"] for m in moves] == ["running", "succeeded"]
     assert {m["request_id"] for m in moves} == {"made-by-api"}

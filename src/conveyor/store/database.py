@@ -49,19 +49,23 @@ class Tx:
         self.runnable.append(Runnable(job_id, run_after))
 
 
+_STATE_AFTER = {"job.started": "running", "job.retrying": "queued"}
+
+
 def log_transition(job_id: str, etype: str, data: Any, request_id: str | None) -> None:
     """Log one committed job transition: job id, state, attempt and the originating request."""
-    state = etype.removeprefix("job.")
+    # The job's state after the event: job.started -> running, job.retrying -> queued.
+    state = _STATE_AFTER.get(etype, etype.removeprefix("job."))
     attempt = data.get("attempt") if isinstance(data, dict) else None
     if attempt is None:
         attempt = ATTEMPT.get()
     request_id = request_id or REQUEST_ID.get()
     transitions_log.info(
-        "job %s %s%s%s", job_id, state,
+        "job %s %s (%s)%s%s", job_id, state, etype,
         f" attempt={attempt}" if attempt is not None else "",
         f" request_id={request_id}" if request_id else "",
-        extra={"event": "job", "job_id": job_id, "state": state, "attempt": attempt,
-               "request_id": request_id},
+        extra={"event": "job", "job_id": job_id, "state": state, "transition": etype,
+               "attempt": attempt, "request_id": request_id},
     )
 
 
