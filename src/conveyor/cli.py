@@ -9,6 +9,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from conveyor import __version__
 from conveyor.settings import Settings
@@ -39,7 +40,13 @@ def _settings(processors: str | None = None, workers: int | None = None,
         overrides["workers"] = workers
     if log_format is not None:
         overrides["log_format"] = log_format.value
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "CONVEYOR_" + "_".join(map(str, error["loc"])).upper()
+            typer.echo(f"error: {name}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
     problem = settings.unsupported()
     if problem:
         typer.echo(f"error: {problem}", err=True)
