@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 from types import FrameType
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from conveyor import __version__
 from conveyor.settings import Settings
@@ -20,13 +22,31 @@ app = typer.Typer(
 )
 
 
-def _settings(processors: str | None = None, workers: int | None = None) -> Settings:
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+_LOG_FORMAT_HELP = ("Log lines as `text` or `json` (one object per line); "
+                    "default: CONVEYOR_LOG_FORMAT, else text.")
+
+
+def _settings(processors: str | None = None, workers: int | None = None,
+              log_format: LogFormat | None = None) -> Settings:
     overrides: dict[str, object] = {}
     if processors:
         overrides["processors"] = processors
     if workers is not None:
         overrides["workers"] = workers
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if log_format is not None:
+        overrides["log_format"] = log_format.value
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "CONVEYOR_" + "_".join(map(str, error["loc"])).upper()
+            typer.echo(f"error: {name}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
     problem = settings.unsupported()
     if problem:
         typer.echo(f"error: {problem}", err=True)
@@ -34,11 +54,14 @@ def _settings(processors: str | None = None, workers: int | None = None) -> Sett
     return settings
 
 
-def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _observability(settings: Settings, *, server: bool) -> None:
+    """Logs, and metrics shared with the worker processes: before anything else is imported."""
+    from conveyor.telemetry import logs, multiproc
+
+    logs.configure(settings.log_level, settings.log_format)
+    # Must precede the first import of prometheus_client (conveyor.api, the supervisor); the
+    # spawned workers inherit it. A server start drops the files of processes that are gone.
+    multiproc.prepare(settings.run_dir, wipe=server)
 
 
 @app.command()
@@ -50,31 +73,44 @@ def serve(
                                       "or the CPU count].")
     ] = None,
     access_log: Annotated[
-        bool, typer.Option("--access-log", help="Log every request (off by default).")
-    ] = False,
+        bool, typer.Option("--access-log/--no-access-log",
+                           help="Log one line per request (logger conveyor.access, at INFO).")
+    ] = True,
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Run no embedded workers (use `conveyor worker`).")
     ] = False,
     processors: Annotated[
         str | None, typer.Option(help="Comma-separated `module` or `module:attr` plug-ins.")
     ] = None,
+    log_format: Annotated[
+        LogFormat | None, typer.Option(help=_LOG_FORMAT_HELP, show_default=False)
+    ] = None,
 ) -> None:
-    """Run the HTTP API (and, unless --no-workers, the supervised worker processes)."""
+    """Run the HTTP API (and, unless --no-workers, the supervised worker processes).
+
+    SIGTERM drains first (503 `draining`, jobs get CONVEYOR_DRAIN_S): see README, Operations.
+    """
+    settings = _settings(processors, workers, log_format)
+    _observability(settings, server=True)
+    if not access_log:
+        logging.getLogger("conveyor.access").setLevel(logging.WARNING)
+
     import uvicorn
 
     from conveyor.api import create_app
+    from conveyor.api.drain import AFTER_DRAIN_S, DrainingServer
     from conveyor.api.protocol import HeadLimits, protocol_class
 
-    settings = _settings(processors, workers)
-    _logging(settings)
     application = create_app(settings, workers=0 if no_workers else settings.workers)
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
-        access_log=access_log,
+        log_config=None,  # conveyor.telemetry.logs formats uvicorn's lines too
+        # The drain (jobs, uploads in flight) happens before uvicorn's shutdown begins.
+        timeout_graceful_shutdown=AFTER_DRAIN_S,
+        access_log=False,  # conveyor.api.requestlog writes the request lines
         http=protocol_class(HeadLimits(
             header_timeout_s=settings.header_timeout_s,
             max_header_bytes=settings.max_header_bytes,
@@ -82,6 +118,10 @@ def serve(
             max_connections_per_client=settings.max_connections_per_client,
         )),
     )
+    server = DrainingServer(config)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -94,13 +134,19 @@ def worker(
     processors: Annotated[
         str | None, typer.Option(help="Comma-separated `module` or `module:attr` plug-ins.")
     ] = None,
+    log_format: Annotated[
+        LogFormat | None, typer.Option(help=_LOG_FORMAT_HELP, show_default=False)
+    ] = None,
 ) -> None:
-    """Run supervised worker processes against the configured database."""
+    """Run supervised worker processes against the configured database.
+
+    SIGTERM: no more claims; running jobs get CONVEYOR_DRAIN_S to finish, then are released.
+    """
+    settings = _settings(processors, workers, log_format)
+    _observability(settings, server=False)
+
     from conveyor.runner.supervisor import Supervisor
     from conveyor.store import Store
-
-    settings = _settings(processors, workers)
-    _logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_url, run_dir=settings.run_dir)
     store.migrate()

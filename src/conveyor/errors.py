@@ -148,12 +148,23 @@ class InsufficientStorage(ConveyorError):
     "database or disk is full", PostgreSQL's disk_full), or below ``CONVEYOR_MIN_FREE_BYTES``.
 
     Nothing of the refused write is kept. It is temporary: a client may try again after
-    :attr:`retry_after_s` seconds, a worker's attempt is retried.
+    :attr:`retry_after` seconds, a worker's attempt is retried.
     """
 
     code = "insufficient_storage"
     #: Seconds a client is told to wait (``Retry-After``) before trying again.
-    retry_after_s: int = 60
+    retry_after: int = 60
+
+
+class Draining(ConveyorError):
+    """The server received SIGTERM and is draining: the client should try another server."""
+
+    code = "draining"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        #: Seconds after which to try again (the ``Retry-After`` header).
+        self.retry_after = retry_after
 
 
 class LeaseLost(ConveyorError):

@@ -44,6 +44,7 @@ CODES: dict[str, str] = {
     "range_not_satisfiable": "the requested byte range is outside the file",
     "method_not_allowed": "the method is not allowed on this path",
     "not_ready": "the database, storage or workers are not available",
+    "draining": "the server is shutting down (SIGTERM): try again, on another server",
     "request_timeout": "the request head or body stalled past its time-out",
     "headers_too_large": "the request head is over CONVEYOR_MAX_HEADER_BYTES or has too many "
     "headers",
@@ -83,6 +84,7 @@ STATUS: dict[type[Exception], int] = {
     errors.NoFile: 422,
     errors.BadParameter: 422,
     errors.IdempotencyKeyReused: 422,
+    errors.Draining: 503,
     UnknownPipeline: 422,
     BadOptions: 422,
     errors.InsufficientStorage: 507,
@@ -104,10 +106,10 @@ def status_of(exc: BaseException) -> int:
 
 
 def headers_of(exc: BaseException) -> dict[str, str] | None:
-    """Response headers a domain error asks for (``Retry-After`` for a full disk)."""
-    if isinstance(exc, errors.InsufficientStorage):
-        return {"Retry-After": str(exc.retry_after_s)}
-    return None
+    """Response headers a domain error asks for: ``Retry-After`` for one that is temporary
+    (a full disk, a draining server)."""
+    retry_after = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(retry_after)} if retry_after is not None else None
 
 
 def code_of(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, TypeAdapter, field_validator
 from pydantic_core import PydanticUseDefault
@@ -54,6 +54,7 @@ DEFAULT_ARCHIVE_MAX_ENTRIES = 10_000
 #: Inflated bytes go to disk, never to memory: the cap protects the worker's disk.
 DEFAULT_ARCHIVE_MAX_BYTES = 2 * 1024**3
 DEFAULT_ARCHIVE_MAX_RATIO = 200.0
+DEFAULT_DRAIN_S = 20.0
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
@@ -82,7 +83,11 @@ class Settings(BaseSettings):
     worker_nice: int = Field(default=10, ge=0, le=19)
     #: How long a cancelled or terminating job may take to stop before its worker is killed.
     cancel_grace_s: float = Field(default=3.0, ge=0)
-    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    #: On SIGTERM, how long running jobs (and uploads in flight) have to finish before the
+    #: jobs are released (back to queued, not failed) and the process exits.
+    drain_s: float | None = Field(default=None, ge=0)
+    #: The former name of ``drain_s`` (``CONVEYOR_SHUTDOWN_GRACE_S``), still read.
+    shutdown_grace_s: float | None = Field(default=None, ge=0)
     retry_base_s: float = Field(default=2.0, ge=0)
     retry_max_s: float = Field(default=300.0, ge=0)
     #: Least time between two stored progress updates of one job.
@@ -121,6 +126,8 @@ class Settings(BaseSettings):
 
     #: Level of conveyor's own logs: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_level: str = "INFO"
+    #: ``text`` (for people) or ``json`` (one JSON object per line, for machines).
+    log_format: Literal["text", "json"] = "text"
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -136,6 +143,11 @@ class Settings(BaseSettings):
         if level not in _LOG_LEVELS:
             raise ValueError(f"not a log level: {value!r} (use one of {', '.join(_LOG_LEVELS)})")
         return level
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("data_dir")
     @classmethod
@@ -156,6 +168,14 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'conveyor.db'}"
+
+    @property
+    def drain_seconds(self) -> float:
+        """``CONVEYOR_DRAIN_S``, else the older ``CONVEYOR_SHUTDOWN_GRACE_S``, else 20 s."""
+        for value in (self.drain_s, self.shutdown_grace_s):
+            if value is not None:
+                return value
+        return DEFAULT_DRAIN_S
 
     @property
     def run_dir(self) -> Path:

@@ -20,7 +20,7 @@ from conveyor.store.db import disk_full
 def test_insufficient_storage_is_507_with_retry_after() -> None:
     exc = errors.InsufficientStorage("the storage disk is full")
     assert status_of(exc) == 507
-    assert headers_of(exc) == {"Retry-After": str(exc.retry_after_s)}
+    assert headers_of(exc) == {"Retry-After": str(exc.retry_after)}
     assert headers_of(errors.TooLarge("x")) is None
 
 

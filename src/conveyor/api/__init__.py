@@ -18,10 +18,12 @@ from conveyor import __version__, problems
 from conveyor.api import docs
 from conveyor.api.body_timeout import BodyIdleTimeout
 from conveyor.api.downloads import router as downloads_router
+from conveyor.api.drain import Drain
 from conveyor.api.events import router as events_router
 from conveyor.api.head import HeadAsGet
 from conveyor.api.hub import EventHub
 from conveyor.api.maintenance import retention_loop, startup_sweep
+from conveyor.api.requestlog import ConveyorApp
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
 from conveyor.api.services import Services
@@ -67,7 +69,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         await startup_sweep(store, storage)
         registry = build_registry(settings.processors)
         hub = EventHub(store)
-        svc = Services(settings, store, storage, registry, hub)
+        svc = Services(settings, store, storage, registry, hub,
+                       drain=Drain(settings.drain_seconds))
         app.state.services = svc
         await hub.start()
         outbox = Outbox(settings, store, load_secret(settings), hub.changed)
@@ -94,7 +97,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                 await to_thread.run_sync(thread.join)
             store.close()
 
-    app = FastAPI(
+    app = ConveyorApp(
         title="conveyor",
         version=__version__,
         description=DESCRIPTION,

@@ -8,6 +8,7 @@ with the whole file), a range past the end is a 416 problem with ``Content-Range
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -18,7 +19,8 @@ from fastapi.responses import StreamingResponse
 from conveyor.api.ranges import RangeNotSatisfiable, parse_range
 from conveyor.api.services import Services, services
 from conveyor.problems import Problem, problem_response, problem_schema
-from conveyor.storage import NotFound
+from conveyor.storage import ByteStream, NotFound
+from conveyor.telemetry import metrics
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Svc = Annotated[Services, Depends(services)]
@@ -83,8 +85,18 @@ async def _send(
     headers["Content-Length"] = str(end - start)
     if rng is not None:
         headers["Content-Range"] = rng.content_range(size)
-    return StreamingResponse(stream, status_code=206 if rng else 200, headers=headers,
-                             media_type=media_type)
+    return StreamingResponse(_counted(stream), status_code=206 if rng else 200,
+                             headers=headers, media_type=media_type)
+
+
+async def _counted(stream: ByteStream) -> AsyncIterator[bytes]:
+    """The bytes as sent, counted in ``conveyor_download_bytes_total``."""
+    try:
+        async for chunk in stream:
+            yield chunk
+            metrics.DOWNLOAD_BYTES.inc(len(chunk))
+    finally:
+        await stream.aclose()  # a client that went away stops the read early
 
 
 async def download_input(job_id: str, request: Request, svc: Svc) -> Response:

@@ -19,6 +19,7 @@ from conveyor.api.services import Services, services
 from conveyor.errors import BadEventId
 from conveyor.models import JobState
 from conveyor.problems import problem_schema
+from conveyor.telemetry import metrics
 
 
 async def stream_events(
@@ -98,6 +99,7 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
     400: problem_schema(),
     404: problem_schema(),
     410: problem_schema(),
+    503: problem_schema(),
 }
 _AFTER_DOC = "Same as Last-Event-ID, for clients (like EventSource) that cannot set the header"
 
@@ -119,7 +121,7 @@ def start_after(last_event_id: str | None, after: int | None) -> int | None:
 
 def _sse(svc: Services, gen: AsyncIterator[bytes]) -> StreamingResponse:
     return EventStreamResponse(gen, send_timeout_s=svc.settings.event_send_timeout_s,
-                               on_stalled=lambda: svc.count("event_streams_stalled"))
+                               on_stalled=metrics.EVENT_STREAMS_STALLED.inc)
 
 
 # ``le`` is stated in the schema only: FastAPI would answer a larger ``after`` 422, and the
@@ -137,6 +139,7 @@ async def job_events(
     last_event_id: Annotated[str | None, Header()] = None,
     after: _After = None,
 ) -> StreamingResponse:
+    svc.drain.refuse("follow events")
     start = start_after(last_event_id, after)
     await to_thread.run_sync(svc.load_job, job_id)
     return _sse(svc, stream_events(request, svc, job_id, start))
@@ -150,4 +153,5 @@ async def all_events(
     last_event_id: Annotated[str | None, Header()] = None,
     after: _After = None,
 ) -> StreamingResponse:
+    svc.drain.refuse("follow events")
     return _sse(svc, stream_events(request, svc, None, start_after(last_event_id, after)))

@@ -64,6 +64,13 @@ class Subscriber:
                 self.queue.get_nowait()
             self.queue.put_nowait(None)
 
+    def end(self) -> None:
+        """End this stream now (whatever is queued is dropped; the client resumes by id)."""
+        self.dropped = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
 
 class EventHub:
     """Tails the events table once per process and fans new events out to subscribers."""
@@ -76,6 +83,8 @@ class EventHub:
         self.last_id = 0
         self.changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Set by :meth:`end_all` (draining): a stream that subscribes after it ends at once.
+        self.ended = False
 
     @property
     def subscribers(self) -> int:
@@ -103,8 +112,16 @@ class EventHub:
             subs.extend(group)
         return subs
 
+    def end_all(self) -> None:
+        """End every open stream, and every later one (the server is draining)."""
+        self.ended = True
+        for sub in self._all():
+            sub.end()
+
     def subscribe(self, job_id: str | None) -> Subscriber:
         sub = Subscriber(job_id)
+        if self.ended:
+            sub.end()
         if job_id is None:
             self.everything.add(sub)
         else:

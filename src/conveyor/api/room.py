@@ -11,6 +11,7 @@ from anyio import to_thread
 
 from conveyor.api.services import Services
 from conveyor.errors import InsufficientStorage
+from conveyor.telemetry import metrics
 
 
 async def free_space(svc: Services) -> dict[str, int]:
@@ -47,5 +48,5 @@ async def check_room(svc: Services, length: int = 0) -> None:
     """Raise :class:`InsufficientStorage` when an upload of ``length`` bytes cannot fit."""
     why = short_of_room(await free_space(svc), svc.settings.min_free_bytes, length)
     if why is not None:
-        svc.count("uploads_refused_no_room")
+        metrics.UPLOADS_REFUSED_NO_ROOM.inc()
         raise InsufficientStorage(why)

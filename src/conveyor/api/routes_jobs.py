@@ -5,6 +5,7 @@ Downloads of inputs and artifacts are in :mod:`conveyor.api.downloads`.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from anyio import CancelScope, to_thread
@@ -39,6 +40,7 @@ from conveyor.problems import Problem, problem_schema
 from conveyor.processors.sniff import sniff
 from conveyor.storage import Writer, input_key
 from conveyor.store import Job, NewJob, tombstoned_or_expired
+from conveyor.telemetry import metrics
 from conveyor.webhooks.ssrf import AllowList, UnsafeUrl, check_url
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -47,7 +49,8 @@ Svc = Annotated[Services, Depends(services)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: problem_schema() for s in (400, 404, 409, 410, 413, 422)
 }
-_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 507: problem_schema()}
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS, 503: problem_schema(), 507: problem_schema()}
 
 def _validate(svc: Services, params: JobParams) -> tuple[str, Any]:
     return params.pipeline, svc.registry.validate(params.pipeline, params.options)
@@ -118,6 +121,19 @@ async def create_job(
     svc: Svc,
     idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
 ) -> Response:
+    started = time.monotonic()
+    if svc.drain.draining:
+        metrics.UPLOADS_DRAINING.inc()
+        svc.drain.refuse("upload")
+    # Counted from here (no await since the check): a drain that begins now waits for it.
+    with svc.drain.upload():
+        response = await _create_once(request, svc, idempotency_key)
+    if response.status_code == 202:
+        metrics.ACCEPT_SECONDS.observe(metrics.since(started))
+    return response
+
+
+async def _create_once(request: Request, svc: Services, idempotency_key: str | None) -> Response:
     if not idempotency_key:
         return await _create(request, svc, None)
     # Check and mark in one step (no await between): two uploads with one key, one runs.
@@ -181,7 +197,7 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
                 declared = content_type.split(";")[0].strip()
                 got.declared_type = declared if declared else None
         except ClientDisconnect:
-            svc.count("uploads_disconnected")
+            metrics.UPLOADS_DISCONNECTED.inc()
             raise UploadAborted("the client disconnected mid-upload") from None
         if params is None:
             params = parse_params(got.fields)
@@ -203,8 +219,8 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
             await writer.abort()
         raise
     if created:
-        svc.count("uploads_accepted")
-        svc.count("upload_bytes", got.size)
+        metrics.UPLOADS_ACCEPTED.inc()
+        metrics.UPLOAD_BYTES.inc(got.size)
     return JSONResponse(job_view(job), status_code=202 if created else 200,
                         headers={"Location": f"/v1/jobs/{job.id}"})
 

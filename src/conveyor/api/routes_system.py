@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from conveyor import __version__
 from conveyor.api.room import free_space, short_of_room
@@ -15,6 +17,7 @@ from conveyor.api.services import Services, services
 from conveyor.api.views import PipelineOut
 from conveyor.errors import InsufficientStorage
 from conveyor.problems import Problem, problem_schema
+from conveyor.telemetry.metrics import LiveCollector, exposition
 
 router = APIRouter(tags=["system"])
 Svc = Annotated[Services, Depends(services)]
@@ -31,8 +34,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: problem_schema()},
-            summary="Database and storage reachable, workers running")
+            summary="Database and storage reachable, workers running, not draining")
 async def readyz(svc: Svc) -> dict[str, Any]:
+    svc.drain.refuse("send traffic")  # 503 draining from the first moment of a drain
     checks: dict[str, Any] = {}
     try:
         await to_thread.run_sync(svc.store.ping)
@@ -67,27 +71,27 @@ async def readyz(svc: Svc) -> dict[str, Any]:
     return {"status": "ready", "checks": checks}
 
 
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-async def metrics(svc: Svc) -> str:
+_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                             "description": "Prometheus text exposition"}})
+async def metrics(svc: Svc) -> Response:
     counts = await to_thread.run_sync(svc.store.jobs.count_by_state)
-    lines = [
-        "# HELP conveyor_jobs Jobs by state.",
-        "# TYPE conveyor_jobs gauge",
-    ]
-    for state in ("queued", "running", "succeeded", "failed", "cancelled"):
-        lines.append(f'conveyor_jobs{{state="{state}"}} {counts.get(state, 0)}')
-    lines += [
-        "# HELP conveyor_event_subscribers Open SSE streams.",
-        "# TYPE conveyor_event_subscribers gauge",
-        f"conveyor_event_subscribers {svc.hub.subscribers}",
-        "# HELP conveyor_workers_alive Embedded worker processes alive.",
-        "# TYPE conveyor_workers_alive gauge",
-        f"conveyor_workers_alive "
-        f"{svc.supervisor.alive_workers() if svc.supervisor else 0}",
-        "# HELP conveyor_uptime_seconds Seconds since the server started.",
-        "# TYPE conveyor_uptime_seconds gauge",
-        f"conveyor_uptime_seconds {time.time() - svc.started_at:.1f}",
-    ]
-    for name, value in sorted(svc.counters.items()):
-        lines += [f"# TYPE conveyor_{name}_total counter", f"conveyor_{name}_total {value:g}"]
-    return "\n".join(lines) + "\n"
+
+    def live() -> Iterator[tuple[str, str, dict[str, float]]]:
+        yield ("conveyor_jobs", "Jobs by state (from the database).",
+               {state: float(counts.get(state, 0)) for state in _STATES})
+        yield "conveyor_event_subscribers", "Open SSE streams.", {"": svc.hub.subscribers}
+        alive = svc.supervisor.alive_workers() if svc.supervisor else 0
+        yield "conveyor_workers_alive", "Embedded worker processes alive.", {"": alive}
+        yield ("conveyor_uptime_seconds", "Seconds since the server started.",
+               {"": time.time() - svc.started_at})
+        yield ("conveyor_draining", "1 while the server drains after SIGTERM, else 0.",
+               {"": 1.0 if svc.drain.draining else 0.0})
+        yield ("conveyor_uploads_in_flight", "Uploads being received now.",
+               {"": svc.drain.uploads})
+
+    body = await to_thread.run_sync(exposition, LiveCollector(live))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
+from conveyor.api.drain import Drain
 from conveyor.errors import JobGone, JobNotFound
 from conveyor.processors.registry import Registry
 from conveyor.settings import Settings
@@ -28,14 +29,11 @@ class Services:
     hub: EventHub
     supervisor: Supervisor | None = None
     started_at: float = field(default_factory=time.time)
-    counters: dict[str, float] = field(default_factory=dict)
+    drain: Drain = field(default_factory=lambda: Drain(0.0))
     #: Idempotency-Keys whose first upload is still being received. Per server process: a
     #: second upload with the same key on another process is not seen here; the store's unique
     #: key then makes it replay or refuse once the first one commits.
     uploading: set[str] = field(default_factory=set)
-
-    def count(self, name: str, by: float = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + by
 
     def load_job(self, job_id: str) -> Job:
         """The job, or :class:`JobNotFound` / :class:`JobGone` (404 / 410 at the edge)."""

@@ -39,6 +39,8 @@ from conveyor.runner.watchdog import (
 from conveyor.runner.worker import worker_main
 from conveyor.settings import Settings
 from conveyor.store import Store
+from conveyor.telemetry import multiproc
+from conveyor.telemetry.metrics import RUN_SECONDS
 
 log = logging.getLogger("conveyor.supervisor")
 
@@ -63,6 +65,8 @@ class Slot:
     started: float = 0.0
     #: Why the worker said it is exiting (sent over the pipe before it exits).
     fatal: str | None = None
+    #: The pipeline of the running job (a metric label).
+    pipeline: str = ""
 
 
 class Supervisor:
@@ -207,7 +211,7 @@ class Supervisor:
                 return
             kind = message[0]
             if kind == "start":
-                _, job_id, token, timeout_s = message
+                _, job_id, token, timeout_s, slot.pipeline = message
                 slot.running = Watched(job_id, token, time.monotonic(), float(timeout_s))
             elif kind == "done":
                 slot.running = None
@@ -221,11 +225,12 @@ class Supervisor:
         slot.process.join(timeout=1)
         code = slot.process.exitcode
         crashed = code not in (0, None) and slot.kill_reason is None
+        multiproc.mark_dead(slot.process.pid)
         if slot.running is not None:
             reason = slot.kill_reason or JobError(
                 ErrorCode.WORKER_LOST, f"the worker process died (exit code {code})", True
             )
-            self._record_failure(slot.running, reason)
+            self._record_failure(slot, slot.running, reason)
         elif crashed:
             log.warning("worker %s exited with code %s%s", slot.worker_id, code,
                         f": {slot.fatal}" if slot.fatal else "")
@@ -243,13 +248,16 @@ class Supervisor:
         else:
             self.slots.append(self._spawn(slot.index))
 
-    def _record_failure(self, running: Watched, error: JobError) -> None:
+    def _record_failure(self, slot: Slot, running: Watched, error: JobError) -> None:
+        outcome = "lost"
         try:
             if error.code == ErrorCode.CANCELLED:
                 self.store.attempts.finish_cancelled(running.job_id, running.token)
+                outcome = "cancelled"
             else:
                 state = self.store.attempts.fail(running.job_id, running.token, error, self.policy)
                 log.info("job %s: %s -> %s", running.job_id, error.code, state)
+                outcome = "retrying" if state == JobState.QUEUED else str(state.value)
         except LeaseLost:
             pass  # already finished, or a newer attempt owns it
         except OUTAGE as exc:
@@ -257,6 +265,13 @@ class Supervisor:
             # lease runs out and the reaper requeues the job once the database takes writes.
             log.warning("job %s: could not record %s (%s); its lease will expire and the job "
                         "be requeued", running.job_id, error.code, type(exc).__name__)
+        self._observe(slot, running, outcome)
+
+    @staticmethod
+    def _observe(slot: Slot, running: Watched, outcome: str) -> None:
+        """Run time of an attempt that ended here (killed or released), not in its worker."""
+        RUN_SECONDS.labels(slot.pipeline, outcome).observe(
+            max(0.0, time.monotonic() - running.started))
 
     def _watch(self, now: float) -> None:
         """The I/O around :func:`conveyor.runner.watchdog.decide`: read RSS, kill, record."""
@@ -306,11 +321,11 @@ class Supervisor:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def _shutdown(self) -> None:
-        """Stop claiming; let running jobs finish within the grace period; release the rest."""
+        """Stop claiming; let running jobs finish within ``drain_seconds``; release the rest."""
         for slot in self.slots:
             with contextlib.suppress(ProcessLookupError, TypeError):
                 os.kill(slot.process.pid or -1, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        deadline = time.monotonic() + self.settings.drain_seconds
         while time.monotonic() < deadline and any(s.process.is_alive() for s in self.slots):
             for slot in self.slots:
                 self._read(slot)
@@ -326,4 +341,6 @@ class Supervisor:
                 with contextlib.suppress(LeaseLost):
                     if self.store.attempts.release(slot.running.job_id, slot.running.token):
                         log.info("released job %s", slot.running.job_id)
+                        self._observe(slot, slot.running, "released")
+            multiproc.mark_dead(slot.process.pid)
         self.slots.clear()

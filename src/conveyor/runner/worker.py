@@ -15,6 +15,7 @@ import resource
 import shutil
 import signal
 import sys
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from conveyor.storage import (
     input_key,
 )
 from conveyor.store import Artifact, Claim, NewJob, Store
+from conveyor.telemetry import logs
+from conveyor.telemetry.metrics import QUEUE_WAIT_SECONDS, RUN_SECONDS, since
 
 log = logging.getLogger("conveyor.worker")
 
@@ -114,8 +117,19 @@ class Worker:
                     listener.wait(1.0)
                     continue
                 listener.drain()
-                self._tell("start", claim.job.id, claim.token, claim.job.timeout_s)
-                recycle = self.run(claim)
+                self._tell("start", claim.job.id, claim.token, claim.job.timeout_s,
+                           claim.job.pipeline)
+                if claim.attempt == 1:
+                    waited = (claim.job.started_at or time.time()) - claim.job.created_at
+                    QUEUE_WAIT_SECONDS.observe(max(0.0, waited))
+                # This attempt's log lines name the request that created the job.
+                context = logs.REQUEST_ID.set(claim.request_id)
+                attempt = logs.ATTEMPT.set(claim.attempt)
+                try:
+                    recycle = self.run(claim)
+                finally:
+                    logs.ATTEMPT.reset(attempt)
+                    logs.REQUEST_ID.reset(context)
                 self._tell("done", claim.job.id)
                 done += 1
                 if recycle:
@@ -130,19 +144,24 @@ class Worker:
         job = claim.job
         # The token makes the name unique: no earlier attempt can have left this directory.
         work_dir = self.work_root / f"{self.worker_id}-{claim.token[:12]}"
+        started = time.monotonic()
+        ended: JobState | None = None
+        recycle = False
         try:
-            self._run(claim, work_dir)
+            ended = self._run(claim, work_dir)
         except LeaseLost:
             log.info("job %s: lease lost, outcome dropped", job.id)
         except Exception as exc:  # MemoryError included
-            return self._ended_by(claim, exc)
+            ended, recycle = self._ended_by(claim, exc)
         finally:
             if work_dir.exists():
                 shutil.rmtree(work_dir, ignore_errors=True)
-        return False
+            RUN_SECONDS.labels(job.pipeline, outcome_of(ended)).observe(since(started))
+        return recycle
 
-    def _ended_by(self, claim: Claim, exc: Exception) -> bool:
-        """Record the outcome of an attempt that raised. True if this process should recycle."""
+    def _ended_by(self, claim: Claim, exc: Exception) -> tuple[JobState | None, bool]:
+        """Record the outcome of an attempt that raised: (the job's state, or None if the lease
+        was lost; True if this process should recycle)."""
         job = claim.job
         if isinstance(exc, ProcessorError) and exc.code == ErrorCode.CANCELLED:
             # The processor honoured a cancel request: not a failure.
@@ -150,9 +169,11 @@ class Worker:
                 self.store.attempts.finish_cancelled(job.id, claim.token)
             except LeaseLost:
                 log.info("job %s: lease lost before recording the cancel", job.id)
+                return None, False
             except OUTAGE as err:
                 self._unrecorded(claim, ErrorCode.CANCELLED, err)
-            return False
+                return None, False
+            return JobState.CANCELLED, False
         error = classify(exc, memory_cap_mb=self.settings.worker_memory_mb)
         if isinstance(exc, ProcessorError | BadOptions | UnknownPipeline):
             log.info("job %s: %s: %s", job.id, error.code, error.message)
@@ -160,17 +181,19 @@ class Worker:
             log.warning("job %s: attempt failed: %s", job.id, exc)
         else:  # unexpected: the traceback goes to the log, one short line to the job
             log.error("job %s: attempt failed (%s)", job.id, error.code, exc_info=exc)
-        self._fail(claim, error)
+        state = self._fail(claim, error)
         # After a MemoryError the heap may be fragmented and huge: start a fresh process.
-        return error.code == ErrorCode.MEMORY_EXCEEDED
+        return state, error.code == ErrorCode.MEMORY_EXCEEDED
 
-    def _fail(self, claim: Claim, error: JobError) -> None:
+    def _fail(self, claim: Claim, error: JobError) -> JobState | None:
         try:
-            self.store.attempts.fail(claim.job.id, claim.token, error, self.policy)
+            return self.store.attempts.fail(claim.job.id, claim.token, error, self.policy)
         except LeaseLost:
             log.info("job %s: lease lost before recording %s", claim.job.id, error.code)
+            return None
         except OUTAGE as exc:
             self._unrecorded(claim, error.code, exc)
+            return None
 
     @staticmethod
     def _unrecorded(claim: Claim, what: str, exc: Exception) -> None:
@@ -179,12 +202,13 @@ class Worker:
         log.warning("job %s: could not record %s (%s); the lease will expire and the job be "
                     "requeued", claim.job.id, what, _outage_reason(exc))
 
-    def _run(self, claim: Claim, work_dir: Path) -> None:
+    def _run(self, claim: Claim, work_dir: Path) -> JobState | None:
+        """Run the attempt's steps and commit; the job's state after it (None: lease lost)."""
         job = claim.job
         pipe = self.registry.pipeline(job.pipeline)  # UnknownPipeline: see _ended_by
         if self.storage.stat(job.input_key) is None:
-            self._fail(claim, JobError(ErrorCode.INPUT_MISSING, "the input file is missing", False))
-            return
+            return self._fail(claim, JobError(ErrorCode.INPUT_MISSING,
+                                              "the input file is missing", False))
 
         def fetch_input(path: Path) -> None:
             # Processors read a file of the attempt's own directory, whatever the backend:
@@ -214,9 +238,9 @@ class Worker:
             # A cancel that arrives now is still honoured: complete() checks it in its
             # transaction, and cancellation wins.
         result = results[pipe.steps[0]] if pipe.single else results
-        self._commit(claim, result, state)
+        return self._commit(claim, result, state)
 
-    def _commit(self, claim: Claim, result: Any, state: AttemptState) -> None:
+    def _commit(self, claim: Claim, result: Any, state: AttemptState) -> JobState:
         job = claim.job
         produced: list[Artifact] = []
         children: list[NewJob] = []
@@ -247,13 +271,14 @@ class Worker:
         if outcome is not JobState.SUCCEEDED:
             # Cancelled while finishing: cancellation wins, the outputs are dropped.
             self._drop_outputs(job.id, claim.token, children)
-            return
+            return outcome
         # Leftovers of earlier, killed attempts (even an attempt 1 may follow some: a retry
         # starts counting again).
         ours = attempt_prefix(job.id, claim.token)
         for key in self.storage.keys(artifacts_prefix(job.id)):
             if not key.startswith(ours):
                 self.storage.delete(key)
+        return outcome
 
     def _drop_outputs(self, job_id: str, token: str, children: list[NewJob]) -> None:
         try:
@@ -271,6 +296,13 @@ def _outage_reason(exc: Exception) -> str:
     return f"database error: {type(exc).__name__}"
 
 
+def outcome_of(state: JobState | None) -> str:
+    """The ``outcome`` label of an attempt that left its job in ``state`` (None: lease lost)."""
+    if state is None:
+        return "lost"
+    return {JobState.QUEUED: "retrying"}.get(state, state.value)
+
+
 def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
     _die_with_parent()
@@ -278,8 +310,7 @@ def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:
     _cap_memory(settings.worker_memory_mb)
     if settings.worker_nice:
         os.nice(settings.worker_nice)
-    logging.basicConfig(level=settings.log_level,
-                        format=f"%(asctime)s {worker_id} %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format, process=worker_id)
     worker = Worker(settings, worker_id, pipe)
 
     def _stop(_signum: int, _frame: Any) -> None:

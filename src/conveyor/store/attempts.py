@@ -6,6 +6,7 @@ attempt owns the job, and it is refused with :class:`~conveyor.errors.LeaseLost`
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from sqlalchemy import insert, select, text, update
 from conveyor.errors import LeaseLost
 from conveyor.models import EventType, JobError, JobState, check_transition
 from conveyor.store import events as event_log
-from conveyor.store.database import Database, Tx, dumps
+from conveyor.store.database import Database, Tx, dumps, transitions_log
 from conveyor.store.jobs import insert_job
 from conveyor.store.records import Artifact, Claim, Job, NewJob
 from conveyor.store.tables import artifacts, jobs
@@ -91,9 +92,12 @@ class Attempts:
             if row is None:
                 return None
             job = Job.from_row(row)
+            # Only looked up when transitions are logged: it costs a read per claim.
+            request_id = (event_log.origin(tx, job.id)
+                          if transitions_log.isEnabledFor(logging.INFO) else None)
             event_log.append(tx, job.id, EventType.STARTED,
-                             {"attempt": job.attempts, "worker": worker_id}, now)
-        return Claim(job=job, token=token, attempt=job.attempts)
+                             {"attempt": job.attempts, "worker": worker_id}, now, request_id)
+        return Claim(job=job, token=token, attempt=job.attempts, request_id=request_id)
 
     # -- while running -----------------------------------------------------------------------
 

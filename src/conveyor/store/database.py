@@ -9,6 +9,7 @@ a transaction that rolled back.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ from conveyor.store.db import (
     normalise_url,
     write_gate,
 )
+from conveyor.telemetry.logs import ATTEMPT, REQUEST_ID
+
+#: One line per job transition, logged after its commit (a rolled-back one never happened).
+transitions_log = logging.getLogger("conveyor.jobs")
 
 
 def dumps(value: Any) -> str:
@@ -43,12 +48,34 @@ class Tx:
     pg: bool
     runnable: list[Runnable] = field(default_factory=list)
     wrote_events: bool = False
+    #: (job id, event type, event data, request id) of the state changes written.
+    transitions: list[tuple[str, str, Any, str | None]] = field(default_factory=list)
 
     def execute(self, stmt: Executable, params: Any = None) -> CursorResult[Any]:
         return self.conn.execute(stmt, params)
 
     def made_runnable(self, job_id: str, run_after: float) -> None:
         self.runnable.append(Runnable(job_id, run_after))
+
+
+_STATE_AFTER = {"job.started": "running", "job.retrying": "queued"}
+
+
+def log_transition(job_id: str, etype: str, data: Any, request_id: str | None) -> None:
+    """Log one committed job transition: job id, state, attempt and the originating request."""
+    # The job's state after the event: job.started -> running, job.retrying -> queued.
+    state = _STATE_AFTER.get(etype, etype.removeprefix("job."))
+    attempt = data.get("attempt") if isinstance(data, dict) else None
+    if attempt is None:
+        attempt = ATTEMPT.get()
+    request_id = request_id or REQUEST_ID.get()
+    transitions_log.info(
+        "job %s %s (%s)%s%s", job_id, state, etype,
+        f" attempt={attempt}" if attempt is not None else "",
+        f" request_id={request_id}" if request_id else "",
+        extra={"event": "job", "job_id": job_id, "state": state, "transition": etype,
+               "attempt": attempt, "request_id": request_id},
+    )
 
 
 class Database:
@@ -106,6 +133,8 @@ class Database:
             with self._gate(), self.writer.begin() as conn:
                 tx = Tx(conn, self.pg)
                 yield tx
+        for job_id, etype, data, request_id in tx.transitions:
+            log_transition(job_id, etype, data, request_id)
         if tx.wrote_events and self._events is not None:
             self._events.notify(notify.EVENTS)
         if tx.runnable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -21,8 +22,18 @@ _JOB_AFTER = text(
 )
 
 
-def append(tx: Tx, job_id: str, etype: EventType, data: Any, now: float) -> int:
-    """Write one event in ``tx``; the tailers are woken after the commit. Returns its id."""
+_ORIGIN = text(
+    "SELECT data FROM events WHERE job_id = :job_id AND type = :type ORDER BY id LIMIT 1"
+)
+
+
+def append(tx: Tx, job_id: str, etype: EventType, data: Any, now: float,
+           request_id: str | None = None) -> int:
+    """Write one event in ``tx``; the tailers are woken after the commit. Returns its id.
+
+    A state change is also logged after the commit, with ``request_id`` (default: the request
+    being served, if any).
+    """
     if tx.pg:
         # Serialise event writers so that ids become visible in increasing order: a tailer
         # reading "id > last" then never skips a row committed late with a smaller id.
@@ -31,7 +42,18 @@ def append(tx: Tx, job_id: str, etype: EventType, data: Any, now: float) -> int:
         _INSERT, {"job_id": job_id, "type": str(etype), "at": now, "data": dumps(data)}
     ).one()
     tx.wrote_events = True
+    if etype is not EventType.PROGRESS:
+        tx.transitions.append((job_id, str(etype), data, request_id))
     return int(row[0])
+
+
+def origin(tx: Tx, job_id: str) -> str | None:
+    """The id of the HTTP request that created the job, when it was recorded."""
+    found = tx.execute(_ORIGIN, {"job_id": job_id, "type": str(EventType.QUEUED)}).scalar()
+    if not found:
+        return None
+    value = json.loads(found).get("request_id") if isinstance(found, str) else None
+    return value if isinstance(value, str) else None
 
 
 class EventLog:

@@ -17,6 +17,7 @@ from conveyor.store.database import Database, Tx, dumps
 from conveyor.store.records import Artifact, Job, NewJob
 from conveyor.store.tables import artifacts, jobs
 from conveyor.store.transitions import announce_end, move
+from conveyor.telemetry.logs import REQUEST_ID
 
 #: The columns a new job is inserted with, written once for uploads and child jobs alike.
 _NEW_JOB_COLUMNS = (
@@ -58,6 +59,10 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
     data: dict[str, Any] = {"pipeline": new.pipeline}
     if new.parent_id is not None:
         data["parent_id"] = new.parent_id
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        # Recorded so a worker's log lines name the request that created the job.
+        data["request_id"] = request_id
     event_log.append(tx, new.id, EventType.QUEUED, data, now)
     tx.made_runnable(new.id, now)
     return row

@@ -146,6 +146,8 @@ class Claim:
     job: Job
     token: str
     attempt: int
+    #: The request that created the job, when known (for log lines).
+    request_id: str | None = None
 
 
 @dataclass(slots=True)

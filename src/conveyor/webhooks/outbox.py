@@ -19,6 +19,7 @@ from anyio import to_thread
 
 from conveyor.settings import Settings
 from conveyor.store import OutboxMessage, Store
+from conveyor.telemetry.metrics import WEBHOOK_DELIVERIES
 from conveyor.webhooks.schedule import classify, next_delay
 from conveyor.webhooks.sender import send
 from conveyor.webhooks.signing import generate_secret, headers
@@ -93,6 +94,7 @@ class Outbox:
                 error=str(exc), duration_ms=0.0, outcome="failed", next_attempt_at=None,
             )
             await to_thread.run_sync(refused)
+            WEBHOOK_DELIVERIES.labels("failed").inc()
             return
         signed = headers(self.secret, message.msg_id, int(time.time()), body)
         outcome = await send(target, signed, body, timeout=self.settings.webhook_timeout_s)
@@ -109,3 +111,4 @@ class Outbox:
             message.id, attempt=attempt, status_code=outcome.status_code,
             error=outcome.error, duration_ms=float(outcome.duration_ms), outcome=result,
             next_attempt_at=next_at))
+        WEBHOOK_DELIVERIES.labels(result).inc()
