@@ -132,3 +132,9 @@ def echo(ctx: Context) -> dict[str, int]:
     with ctx.artifact(opts.name, opts.media_type) as out:
         out.write(data)
     return {"bytes": len(data)}
+
+
+@processor("words", description="Count the words of a text file", accepts=["text/*"])
+def words(ctx: Context) -> dict[str, int]:
+    # Reads bytes as text: given a JPEG it would "count" garbage, hence accepts=["text/*"].
+    return {"words": len(Path(ctx.input_path).read_text(errors="replace").split())}

@@ -215,7 +215,7 @@ async def _commit(
     """Complete the input (durable and visible), commit the job row: only then answer 202."""
     key = input_key(job_id)
     filename = clean_filename(got.filename)
-    media_type = sniff(got.head, filename)
+    media_type = sniff(got.head, filename, got.declared_type)
     # Shielded: once the bytes are complete, the job row or the removal of the bytes must
     # happen, whatever the client does meanwhile.
     with CancelScope(shield=True):
