@@ -7,10 +7,25 @@ import signal
 from types import FrameType
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperOption
 
 from conveyor import __version__
 from conveyor.settings import Settings
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_takes_no_value(self: TyperOption, ctx: click.Context) -> str | None:
+    """A plain flag (``--wait``, ``--json``, ``--help``) takes no value: show no ``<bool>``.
+
+    Typer's rich help prints every option's type, flags included; Click's plain help does not.
+    """
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="conveyor",
