@@ -25,7 +25,7 @@ def _flag_takes_no_value(self: TyperOption, ctx: click.Context) -> str | None:
     return None if self.is_flag else _display_type_rich(self, ctx)
 
 
-TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign]
+TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(
     name="conveyor",
