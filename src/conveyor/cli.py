@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperOption
 
@@ -17,7 +16,7 @@ from conveyor.settings import Settings
 _display_type_rich = TyperOption.display_type_rich
 
 
-def _flag_takes_no_value(self: TyperOption, ctx: click.Context) -> str | None:
+def _flag_takes_no_value(self: TyperOption, ctx: Any) -> str | None:
     """A plain flag (``--wait``, ``--json``, ``--help``) takes no value: show no ``<bool>``.
 
     Typer's rich help prints every option's type, flags included; Click's plain help does not.
