@@ -24,7 +24,7 @@ def _flag_takes_no_value(self: TyperOption, ctx: Any) -> str | None:
     return None if self.is_flag else _display_type_rich(self, ctx)
 
 
-TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign,assignment]
+TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="conveyor",
