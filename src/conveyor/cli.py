@@ -48,6 +48,18 @@ def _settings(processors: str | None = None, workers: int | None = None) -> Sett
     return settings
 
 
+def _load_plugins(settings: Settings) -> None:
+    """Import the plug-ins before serving: a bad entry is one line and exit 2, no traceback."""
+    from conveyor.errors import PluginLoadError
+    from conveyor.processors.builtin import build_registry
+
+    try:
+        build_registry(settings.processors)
+    except PluginLoadError as exc:
+        typer.echo(f"error: {exc} (CONVEYOR_PROCESSORS / --processors)", err=True)
+        raise typer.Exit(2) from None
+
+
 def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level,
@@ -81,6 +93,7 @@ def serve(
 
     settings = _settings(processors, workers)
     _logging(settings)
+    _load_plugins(settings)
     application = create_app(settings, workers=0 if no_workers else settings.workers)
     uvicorn.run(
         application,
@@ -115,6 +128,7 @@ def worker(
 
     settings = _settings(processors, workers)
     _logging(settings)
+    _load_plugins(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_url, run_dir=settings.run_dir)
     store.migrate()
