@@ -13,9 +13,9 @@ The defects the fuzzer found have their own regression tests at the end of this 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,12 +39,10 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def _schemathesis() -> list[str]:
     need_module("schemathesis", "the contract fuzz test (pip install -e '.[dev]')")
-    script = Path(sys.executable).with_name("schemathesis")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()"]
+    return [sys.executable, "-m", "schemathesis.cli"]
 
 
+@pytest.mark.timeout(300)  # about 40 s alone on two cores; room for a loaded machine
 def test_the_contract_holds_under_schemathesis(fuzzed: Server, tmp_path: Path) -> None:
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "fuzz_hooks",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
@@ -55,15 +53,17 @@ def test_the_contract_holds_under_schemathesis(fuzzed: Server, tmp_path: Path) -
         "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "10",
         "--workers", "2", "--no-color", "--report", "junit", "--report-dir", str(tmp_path),
     ]
-    started = time.monotonic()
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=110, check=False)
+                         timeout=280, check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, f"schemathesis found failures:\n{output[-20000:]}\n{fuzzed.log()}"
-    # The run really exercised the API, every operation and the stateful links included.
-    assert "17 selected / 17 total" in output, output
-    assert "Stateful" in output and "Scenarios:" in output, output
-    assert time.monotonic() - started < 100
+    # The run really exercised the API: every operation, and stateful scenarios through links.
+    selected = re.search(r"Operations:\s+(\d+) selected / (\d+) total", output)
+    assert selected and selected[1] == selected[2] and int(selected[1]) >= 17, output
+    scenarios = re.search(r"Scenarios:\s+(\d+)", output)
+    assert scenarios and int(scenarios[1]) > 0, output
+    links = re.search(r"API Links:\s+(\d+) covered", output)
+    assert links and int(links[1]) > 0, output
 
 
 def test_sse_routes_stream_and_end(fuzzed: Server) -> None:
