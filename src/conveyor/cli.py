@@ -6,13 +6,27 @@ import enum
 import logging
 import signal
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from typer.core import TyperOption
 
 from conveyor import __version__
 from conveyor.settings import Settings
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_takes_no_value(self: TyperOption, ctx: Any) -> str | None:
+    """A plain flag (``--wait``, ``--json``, ``--help``) takes no value: show no ``<bool>``.
+
+    Typer's rich help prints every option's type, flags included; Click's plain help does not.
+    """
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="conveyor",
@@ -64,6 +78,18 @@ def _observability(settings: Settings, *, server: bool) -> None:
     multiproc.prepare(settings.run_dir, wipe=server)
 
 
+def _load_plugins(settings: Settings) -> None:
+    """Import the plug-ins before serving: a bad entry is one line and exit 2, no traceback."""
+    from conveyor.errors import PluginLoadError
+    from conveyor.processors.builtin import build_registry
+
+    try:
+        build_registry(settings.processors)
+    except PluginLoadError as exc:
+        typer.echo(f"error: {exc} (CONVEYOR_PROCESSORS / --processors)", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -92,6 +118,7 @@ def serve(
     """
     settings = _settings(processors, workers, log_format)
     _observability(settings, server=True)
+    _load_plugins(settings)
     if not access_log:
         logging.getLogger("conveyor.access").setLevel(logging.WARNING)
 
@@ -144,6 +171,7 @@ def worker(
     """
     settings = _settings(processors, workers, log_format)
     _observability(settings, server=False)
+    _load_plugins(settings)
 
     from conveyor.runner.supervisor import Supervisor
     from conveyor.store import Store

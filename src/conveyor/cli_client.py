@@ -227,19 +227,29 @@ def submit(
         if not wait:
             raise typer.Exit(1 if failed else 0)
         with _job_progress() as progress:
-            for item in submitted:
-                job = _follow(client, progress, item, timeout)
-                if job["state"] != "succeeded":
-                    failed = True
-                    error = job.get("error") or {}
-                    code = error.get("code") or job["state"]
-                    message = error.get("message") or f"the job was {job['state']}"
-                    err.print(f"[red]error[/red] {escape(code)}: {escape(message)} "
-                              f"[dim](job {job['id']}, {escape(str(item.path))})[/]")
-                elif out_dir is not None:
-                    for saved in _download_all(client, job, out_dir):
-                        err.print(f"[green]saved[/green] {escape(str(saved))}")
+            ended = [(item, _follow(client, progress, item, timeout)) for item in submitted]
+        # After the bars: one line per job with its final state (stdout keeps only the ids).
+        for item, job in ended:
+            err.print(f"{job['id']} {_state(job['state'])} [dim]{_routed(job)} "
+                      f"{escape(str(item.path))}[/]")
+            if job["state"] != "succeeded":
+                failed = True
+                error = job.get("error") or {}
+                code = error.get("code") or job["state"]
+                message = error.get("message") or f"the job was {job['state']}"
+                err.print(f"[red]error[/red] {escape(code)}: {escape(message)} "
+                          f"[dim](job {job['id']}, {escape(str(item.path))})[/]")
+            elif out_dir is not None:
+                for saved in _download_all(client, job, out_dir):
+                    err.print(f"[green]saved[/green] {escape(str(saved))}")
     raise typer.Exit(1 if failed else 0)
+
+
+def _routed(job: dict[str, Any]) -> str:
+    """The pipeline that ran the job: for ``auto``, the one it routed to (``auto→image``)."""
+    result = job.get("result")
+    routed = result.get("routed_to") if isinstance(result, dict) else None
+    return f"{job['pipeline']}→{routed}" if routed else str(job["pipeline"])
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -272,7 +282,7 @@ def list_jobs(
         if job["state"] == "running":
             state += f" {((job.get('progress') or {}).get('fraction') or 0.0):.0%}"
         created = str(job.get("created_at") or "").replace("T", " ")[5:16]
-        table.add_row(job["id"], state, escape(job["pipeline"]),
+        table.add_row(job["id"], state, escape(_routed(job)),
                       escape(job["input"]["filename"]), created)
     if page.get("next_cursor"):
         table.caption = f"more: --cursor {page['next_cursor']}"
@@ -321,16 +331,26 @@ def show_job(job_id: JobId, as_json: AsJson = False, url: Url = None) -> None:
 
 
 @jobs_app.command("cancel")
-def cancel_job(job_id: JobId, url: Url = None) -> None:
-    """Cancel a queued or running job."""
+def cancel_job(
+    job_id: JobId,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for a running job to stop before printing its state.")] = 30.0,
+    url: Url = None,
+) -> None:
+    """Cancel a queued or running job and print its state once the cancel took effect."""
     with connect(url) as client:
         job = client.cancel(job_id)
-    out.print(f"{job['id']} {_state(job['state'])}")
+        if job["state"] == "running":
+            # 202: the worker is stopping it; the state after the change comes when it ends.
+            with contextlib.suppress(TimeoutError):
+                job = client.wait(job_id, timeout=timeout)
+    note = " [dim](stop requested, still stopping)[/]" if job["state"] == "running" else ""
+    out.print(f"{job['id']} {_state(job['state'])}{note}")
 
 
 @jobs_app.command("retry")
 def retry_job(job_id: JobId, url: Url = None) -> None:
-    """Queue a failed or cancelled job again."""
+    """Queue a failed or cancelled job again and print its new state (queued, or running)."""
     with connect(url) as client:
         job = client.retry(job_id)
     out.print(f"{job['id']} {_state(job['state'])}")

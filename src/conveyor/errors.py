@@ -43,6 +43,13 @@ class ConveyorError(Exception):
     code: str = "internal_error"
 
 
+class PluginLoadError(ConveyorError):
+    """A ``CONVEYOR_PROCESSORS`` / ``--processors`` entry could not be imported or used.
+
+    Raised at start-up, before serving: the command line prints it as one line and exits 2.
+    """
+
+
 class ProcessorError(ConveyorError):
     """Raised by a processor to fail the job with a stable ``code``.
 

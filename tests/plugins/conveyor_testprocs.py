@@ -170,3 +170,9 @@ def gate(ctx: Context) -> dict[str, int]:
     while not go.exists() and time.monotonic() < deadline and not ctx.cancelled():
         time.sleep(0.05)
     return {"attempt": ctx.attempt}
+
+
+@processor("words", description="Count the words of a text file", accepts=["text/*"])
+def words(ctx: Context) -> dict[str, int]:
+    # Reads bytes as text: given a JPEG it would "count" garbage, hence accepts=["text/*"].
+    return {"words": len(Path(ctx.input_path).read_text(errors="replace").split())}

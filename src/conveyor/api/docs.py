@@ -5,6 +5,7 @@
 - ``/docs`` is Swagger UI with its assets served from the ``swagger-ui-bundle`` package, never
   from a CDN, so it works on an offline machine. Without the package, ``/docs`` says so and
   links the OpenAPI document (still no outside host). ReDoc, CDN-only, is not served.
+- Responses that return a job carry OpenAPI links to the job's operations (:mod:`.links`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from conveyor.api.links import add_links
 from conveyor.problems import problem_schema
 
 ASSETS = "/docs/assets"
@@ -57,7 +59,7 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = problems_only(generate())
+            app.openapi_schema = add_links(problems_only(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -25,16 +25,26 @@ from conveyor.telemetry import metrics
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Svc = Annotated[Services, Depends(services)]
 
-_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the whole file", "content": _BINARY},
-    206: {"description": "the byte range asked for with `Range: bytes=...` "
-          "(see `Content-Range`)", "content": _BINARY},
-    304: {"description": "`If-None-Match` matched the ETag (the file's quoted sha256)"},
-    **{s: problem_schema() for s in (400, 404, 410)},
-    416: {**problem_schema(), "description": "the range starts past the end of the file "
-          "(`Content-Range: bytes */size`); a malformed Range header is ignored instead"},
-}
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+#: An artifact's bytes have its own media type (JSON, WebP, CSV...), so no one schema fits.
+_ANY = {"schema": {"description": "the artifact's bytes, served with its media type"}}
+
+
+def _responses(media_type: str, body: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"description": "the whole file", "content": {media_type: body}},
+        206: {"description": "the byte range asked for with `Range: bytes=...` "
+              "(see `Content-Range`)", "content": {media_type: body}},
+        304: {"description": "`If-None-Match` matched the ETag (the file's quoted sha256)"},
+        **{s: problem_schema() for s in (400, 404, 410)},
+        416: {**problem_schema(), "description": "the range starts past the end of the file "
+              "(`Content-Range: bytes */size`); a malformed Range header is ignored instead"},
+    }
+
+
+#: An input is served as octet-stream; an artifact with its own media type (``*/*``).
+_INPUT_RESPONSES = _responses("application/octet-stream", _FILE)
+_ARTIFACT_RESPONSES = _responses("*/*", _ANY)
 #: Types a browser would run stay downloadable but never active.
 _ACTIVE = ("text/html", "image/svg+xml", "application/xhtml+xml")
 
@@ -116,13 +126,14 @@ async def download_artifact(job_id: str, name: str, request: Request, svc: Svc) 
 
 for _method in ("GET", "HEAD"):
     router.add_api_route(
-        "/jobs/{job_id}/input", download_input, methods=[_method], responses=_RESPONSES,
+        "/jobs/{job_id}/input", download_input, methods=[_method], responses=_INPUT_RESPONSES,
         name=f"{_method.lower()}_input", response_class=Response,
         summary="Download the uploaded file" if _method == "GET"
         else "Headers of the uploaded file's download",
     )
     router.add_api_route(
         "/jobs/{job_id}/artifacts/{name}", download_artifact, methods=[_method],
-        responses=_RESPONSES, name=f"{_method.lower()}_artifact", response_class=Response,
+        responses=_ARTIFACT_RESPONSES, name=f"{_method.lower()}_artifact",
+        response_class=Response,
         summary="Download an artifact" if _method == "GET" else "Headers of an artifact's download",
     )

@@ -77,7 +77,13 @@ def _no_body(request: Request, query: dict[str, str]) -> bool:
 
 def _same_request(job: Job, pipeline: str, options: Any, sha256: str | None = None,
                   size: int | None = None) -> None:
-    """Idempotency: refuse a key that made ``job`` from a different request."""
+    """Idempotency: refuse a key whose job is gone, or that made ``job`` from another request.
+
+    Called once the request's own parameters are valid: a bad request is a 4xx about itself
+    whatever its key names (the fuzzer's "invalid data must be rejected" rule).
+    """
+    if tombstoned_or_expired(job):
+        raise JobGone(f"job {job.id}, made with this Idempotency-Key, expired or was deleted")
     if (job.pipeline != pipeline or job.options != options
             or (sha256 is not None and job.input_sha256 != sha256)
             or (size is not None and job.input_size != size)):
@@ -151,9 +157,6 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
     previous: Job | None = None
     if idempotency_key:
         previous = await to_thread.run_sync(svc.store.jobs.by_idempotency_key, idempotency_key)
-        if previous is not None and tombstoned_or_expired(previous):
-            raise JobGone(f"job {previous.id}, made with this Idempotency-Key, expired or was "
-                          "deleted")
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -232,7 +235,7 @@ async def _commit(
     """Complete the input (durable and visible), commit the job row: only then answer 202."""
     key = input_key(job_id)
     filename = clean_filename(got.filename)
-    media_type = sniff(got.head, filename)
+    media_type = sniff(got.head, filename, got.declared_type)
     # Shielded: once the bytes are complete, the job row or the removal of the bytes must
     # happen, whatever the client does meanwhile.
     with CancelScope(shield=True):

@@ -26,6 +26,9 @@ def _param_schema(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": _PARAM_DOC[name][0], "description": _PARAM_DOC[name][1]}
     if name in BOUNDS:
         schema["minimum"], schema["maximum"] = BOUNDS[name]
+    if name == "webhook_url":
+        # Only absolute http(s) URLs to an allowed host are accepted (422 bad_webhook_url).
+        schema.update({"format": "uri", "pattern": "^https?://"})
     return schema
 
 

@@ -9,7 +9,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.errors import BadParameter, InvalidOptions
+from conveyor.errors import BadParameter, BadWebhookUrl, InvalidOptions
 
 MAX_FILENAME = 255
 #: ``options`` deeper or longer than this is refused (422 bad_options) before ``json.loads``:
@@ -130,12 +130,18 @@ def parse_params(fields: dict[str, str]) -> JobParams:
         params.pipeline = fields["pipeline"].strip() or "auto"
     if fields.get("options", "").strip():
         params.options = parse_options(fields["options"])
-    if fields.get("webhook_url", "").strip():
+    if "webhook_url" in fields:
+        # Sent but empty is refused, not taken as "no webhook": the field is a URL.
         params.webhook_url = fields["webhook_url"].strip()
+        if not params.webhook_url:
+            raise BadWebhookUrl("webhook_url is empty")
     for name, (low, high) in BOUNDS.items():
-        raw = fields.get(name, "").strip()
-        if not raw:
+        if name not in fields:
             continue
+        # Sent but empty is refused, not taken as "unset": `priority=` is not a number.
+        raw = fields[name].strip()
+        if not raw:
+            raise BadParameter(f"{name} must be a number, not empty")
         try:
             value: float = int(raw) if name != "timeout_s" else float(raw)
         except ValueError:

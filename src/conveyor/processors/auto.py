@@ -72,7 +72,8 @@ def auto(ctx: Context) -> dict[str, Any]:
     opts: AutoOptions = ctx.options
     media_type = ctx.input.media_type
     if media_type in (OCTET_STREAM, "", None):
-        media_type = sniff(read_head(str(ctx.input_path)), ctx.input.filename)
+        media_type = sniff(read_head(str(ctx.input_path)), ctx.input.filename,
+                           ctx.input.declared_type)
     # Routed through the context's registry: a test's or a plug-in host's, not a global one.
     name = route(media_type, set(ctx.registry.processors))
     sub: BaseModel | None = getattr(opts, name, None) if name != "probe" else None

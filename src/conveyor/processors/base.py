@@ -136,6 +136,26 @@ class Context(ABC):
 
 ProcessorFn = Callable[[Context], JSON]
 
+#: Types the sniffer gives when it cannot tell: the processor itself decides (it may go by the
+#: file's name, or fail with ``empty_file``), so ``accepts`` does not refuse them.
+UNKNOWN_TYPES = frozenset({"", "application/octet-stream", "application/x-empty"})
+
+
+def accepts_type(patterns: Iterable[str], media_type: str | None) -> bool:
+    """Whether ``media_type`` matches one of ``patterns``: ``*/*``, ``text/*`` or exact.
+
+    Parameters (``; charset=...``) and case are ignored; an unknown type is accepted.
+    """
+    kind = (media_type or "").split(";")[0].strip().lower()
+    if kind in UNKNOWN_TYPES:
+        return True
+    major = kind.split("/")[0]
+    for pattern in patterns:
+        pattern = pattern.strip().lower()
+        if pattern in ("*/*", "*", kind) or (pattern.endswith("/*") and pattern[:-2] == major):
+            return True
+    return False
+
 
 @dataclass(frozen=True, slots=True)
 class Processor:
@@ -149,6 +169,10 @@ class Processor:
 
     def __call__(self, ctx: Context) -> JSON:
         return self.fn(ctx)
+
+    def takes(self, media_type: str | None) -> bool:
+        """Whether this processor accepts a file sniffed as ``media_type`` (see accepts_type)."""
+        return accepts_type(self.accepts, media_type)
 
     def validate_options(self, raw: JSON) -> BaseModel:
         return self.options.model_validate(raw or {})

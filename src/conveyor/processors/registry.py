@@ -13,6 +13,8 @@ step name, and its result is keyed by step name too.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -20,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from conveyor.errors import PluginLoadError
 from conveyor.processors.base import JSON, NoOptions, Processor, ProcessorFn, define
 
 ENTRY_POINT_GROUP = "conveyor.processors"
@@ -124,15 +127,29 @@ class Registry:
         return out
 
     def load(self, spec: str) -> None:
-        """Load ``module`` (its import registers things) or ``module:attr``."""
+        """Load ``module`` (its import registers things) or ``module:attr``.
+
+        The working directory is on the import path, as uvicorn does for its app, so
+        ``CONVEYOR_PROCESSORS=myprocs`` finds ``./myprocs.py``. Any failure is one
+        :class:`PluginLoadError` naming the entry, not an import traceback.
+        """
         module_name, _, attr = spec.partition(":")
-        module = importlib.import_module(module_name.strip())
-        if not attr:
-            return
-        obj: Any = module
-        for part in attr.strip().split("."):
-            obj = getattr(obj, part)
-        self._register_object(obj, spec)
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        try:
+            module = importlib.import_module(module_name.strip())
+            if not attr:
+                return
+            obj: Any = module
+            for part in attr.strip().split("."):
+                obj = getattr(obj, part)
+            self._register_object(obj, spec)
+        except PluginLoadError:
+            raise
+        except Exception as exc:  # whatever the plug-in's import raises (SyntaxError too)
+            raise PluginLoadError(f"cannot load the processors {spec!r}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
 
     def _register_object(self, obj: Any, spec: str) -> None:
         if isinstance(obj, Processor):

@@ -76,8 +76,28 @@ def _looks_like_json(text: str) -> str | None:
     return "application/x-ndjson" if "\n" in stripped else "application/json"
 
 
-def sniff(head: bytes, filename: str | None = None) -> str:
-    """The media type of a file whose first bytes are ``head``."""
+#: Text formats whose bytes may not look like them (a ragged CSV row, one column): when the
+#: bytes are plain text, the declared type or the file's extension names the format.
+TEXT_FORMATS = ("text/csv", "text/tab-separated-values")
+_TEXT_SUFFIXES = {".csv": "text/csv", ".tsv": "text/tab-separated-values",
+                  ".tab": "text/tab-separated-values"}
+
+
+def plain_text_hint(filename: str | None, declared: str | None) -> str | None:
+    """The text format a plain-text file declares (its Content-Type, then its extension)."""
+    kind = (declared or "").split(";")[0].strip().lower()
+    if kind in TEXT_FORMATS:
+        return kind
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if filename and "." in filename else ""
+    return _TEXT_SUFFIXES.get(suffix)
+
+
+def sniff(head: bytes, filename: str | None = None, declared: str | None = None) -> str:
+    """The media type of a file whose first bytes are ``head``.
+
+    The bytes decide; only when they are plain text does ``declared`` (the client's
+    Content-Type) or the name's extension refine it to a text format such as CSV.
+    """
     if not head:
         return "application/x-empty"
     if head.startswith(b"PAR1"):
@@ -110,7 +130,7 @@ def sniff(head: bytes, filename: str | None = None) -> str:
         if tabs > text.count(",") and tabs > text.count(";"):
             return "text/tab-separated-values"
         return "text/csv"
-    return "text/plain"
+    return plain_text_hint(filename, declared) or "text/plain"
 
 
 def read_head(path: str | bytes, n: int = SNIFF_BYTES) -> bytes:

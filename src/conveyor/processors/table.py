@@ -109,7 +109,8 @@ def _connect(ctx: Context) -> duckdb.DuckDBPyConnection:
     "table",
     options=TableOptions,
     description="Tables (CSV/TSV, JSON/NDJSON, XLSX, Parquet) to Parquet with a column profile",
-    accepts=list(_KINDS),
+    # Plain text too: a .txt or .csv file the sniffer calls text/plain is read by its name.
+    accepts=[*_KINDS, "text/plain"],
 )
 def table(ctx: Context) -> dict[str, Any]:
     """Convert a table to ``data.parquet`` (zstd), profile it, and report rejected lines."""

@@ -225,6 +225,10 @@ class Worker:
         results: dict[str, Any] = {}
         # Whatever a step raises ends the attempt: run() hands it to _ended_by.
         options = self.registry.validate(job.pipeline, job.options)
+        first = self.registry.processors[pipe.steps[0]]
+        if not first.takes(job.media_type):  # a plug-in's accepts is a promise: keep it
+            raise ProcessorError("unsupported_format", f"{first.name} does not accept "
+                                 f"{job.media_type} (it accepts {', '.join(first.accepts)})")
         for step in pipe.steps:
             proc = self.registry.processors[step]
             raw = options if pipe.single else options.get(step)

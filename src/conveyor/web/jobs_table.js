@@ -25,6 +25,8 @@ export function jobsTable() {
   let newWhileAway = 0;
   const rows = new Map();
   const refetching = new Set();
+  const asked = new Set();    // jobs whose events asked for a re-read of the first page
+  const offPage = new Set();  // jobs a re-read did not bring onto the first page
   let refreshTimer = null;
   let countsTimer = null;
 
@@ -63,9 +65,11 @@ export function jobsTable() {
   }
 
   onJobEvent(onEvent);
-  // Whatever happened before the stream was (re)opened is read from the table itself.
+  // Whatever happened before the stream was (re)opened is read from the table itself, empty
+  // or not: a job uploaded before the first stream opened sent its events to nobody, and an
+  // empty table that skipped this re-read said "No jobs yet" while the counts said 1.
   onStreamStatus((status) => {
-    if (status === "live" && jobs.length) load({ quiet: true });
+    if (status === "live") load({ quiet: true });
   });
   setInterval(tick, 1000);
 
@@ -101,6 +105,7 @@ export function jobsTable() {
       getJob(filters.parentId).then((p) => { fill(parentLink, p.input.filename); }, () => {});
     }
     parentChip.hidden = !filters.parentId;
+    if (changed) offPage.clear();
     if (changed || !jobs.length) {
       goTo(wanted);
     } else {
@@ -250,11 +255,27 @@ export function jobsTable() {
       }
       return;
     }
-    if (event.type === "job.progress") return;
     if (page === 1) {
-      // A job this page does not show yet: re-read the first page (once per burst).
-      clearTimeout(refreshTimer);
-      refreshTimer = setTimeout(() => load({ quiet: true }), 250);
+      // A job this page does not show yet (progress too: its earlier events may have passed
+      // before the stream opened): re-read the first page, once per burst. The timer is not
+      // pushed back by later events, so a steady stream of them cannot starve the re-read.
+      // A job re-read once and still not on this page (an older one) is not asked for again
+      // on each of its progress events.
+      if (event.type === "job.progress"
+        && ((filters.state && filters.state !== "running") || offPage.has(event.job_id))) return;
+      asked.add(event.job_id);
+      if (!refreshTimer) {
+        refreshTimer = setTimeout(() => {
+          refreshTimer = null;
+          const ids = [...asked];
+          asked.clear();
+          load({ quiet: true }).then(() => {
+            for (const id of ids) if (!rows.has(id)) offPage.add(id);
+          });
+        }, 250);
+      }
+    } else if (event.type === "job.progress") {
+      return;
     } else if (event.type === "job.queued" && (!filters.state || filters.state === "queued")) {
       newWhileAway += 1;
       fill(notice, `${newWhileAway} new job${newWhileAway > 1 ? "s" : ""} since this page was `

@@ -1,0 +1,42 @@
+"""Schemathesis hook for tests/api/test_fuzz.py: keep the fuzzer's traffic on loopback.
+
+A generated ``webhook_url`` that looks like an http(s) URL would make the server resolve its host
+(a DNS query off this machine) and, if allowed, POST to it later. Such a URL is replaced by a
+loopback literal, which the server's SSRF guard refuses at once (422 bad_webhook_url) with no
+lookup and no connection. Any other value (not http/https, empty, not a string) is left alone:
+the server refuses it on its form. Webhooks have their own tests in tests/webhooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+from schemathesis import Case
+from schemathesis.hooks import HookContext
+
+#: Refused by the SSRF guard (a loopback address) without any DNS lookup.
+LOOPBACK_HOOK = "http://127.0.0.1:9/hook"
+
+
+def _tame(values: Any) -> Any:
+    if not isinstance(values, dict):
+        return values
+    url = values.get("webhook_url")
+    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+        return {**values, "webhook_url": LOOPBACK_HOOK}
+    return values
+
+
+@schemathesis.hook
+def map_case(context: HookContext, case: Case) -> Case:
+    """Replace http(s) webhook URLs of generated uploads; other operations are left alone."""
+    operation = case.operation
+    if operation.method.upper() == "POST" and operation.path == "/v1/jobs":
+        # Assign only on a change: an assignment marks the component for revalidation.
+        query, body = _tame(case.query), _tame(case.body)
+        if query is not case.query:
+            case.query = query
+        if body is not case.body:
+            case.body = body
+    return case
