@@ -334,7 +334,7 @@ def test_list_totals_page_in_url_and_upload_panel(srv: Server, browser: Any) -> 
         page.wait_for_function(
             "() => / of \\d+$/.test(document.querySelector('.page-label').textContent)")
         counts = httpx.get(f"{srv.url}/metrics").text
-        total = sum(int(line.rsplit(" ", 1)[1]) for line in counts.splitlines()
+        total = sum(int(float(line.rsplit(" ", 1)[1])) for line in counts.splitlines()
                     if line.startswith("conveyor_jobs{state="))
         assert label.inner_text() == f"1{DASH}20 of {total}"
         page.get_by_role("button", name="Older →").click()

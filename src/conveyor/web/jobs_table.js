@@ -28,6 +28,7 @@ export function jobsTable() {
   const asked = new Set();    // jobs whose events asked for a re-read of the first page
   const offPage = new Set();  // jobs a re-read did not bring onto the first page
   let refreshTimer = null;
+  let walking = false;  // goTo() is finding the cursor of a page named in the URL
   let countsTimer = null;
 
   const title = h("h2", { id: "jobs-title" }, "Jobs");
@@ -69,7 +70,8 @@ export function jobsTable() {
   // or not: a job uploaded before the first stream opened sent its events to nobody, and an
   // empty table that skipped this re-read said "No jobs yet" while the counts said 1.
   onStreamStatus((status) => {
-    if (status === "live") load({ quiet: true });
+    // Not while goTo() walks to a page from the URL: a load now would cut the walk short.
+    if (status === "live" && !walking) load({ quiet: true });
   });
   setInterval(tick, 1000);
 
@@ -116,7 +118,20 @@ export function jobsTable() {
 
   async function goTo(wanted) {
     const seq = ++loadSeq;
-    // Walk forward from the last page whose cursor is known.
+    walking = true;
+    try {
+      await walk(seq, wanted);
+    } finally {
+      walking = false;
+    }
+    if (seq !== loadSeq) return;
+    page = Math.min(wanted, pageCursors.length);
+    cursor = pageCursors[page - 1];
+    load();
+  }
+
+  /** Walk forward from the last page whose cursor is known, up to page ``wanted``. */
+  async function walk(seq, wanted) {
     while (pageCursors.length < wanted) {
       const k = pageCursors.length - 1;
       let got;
@@ -130,9 +145,6 @@ export function jobsTable() {
       if (!got.next_cursor || got.items.length < PAGE_SIZE) break;
       pageCursors.push(got.next_cursor);
     }
-    page = Math.min(wanted, pageCursors.length);
-    cursor = pageCursors[page - 1];
-    load();
   }
 
   async function load({ quiet = false } = {}) {
@@ -255,7 +267,7 @@ export function jobsTable() {
       }
       return;
     }
-    if (page === 1) {
+    if (page === 1 && !walking) {
       // A job this page does not show yet (progress too: its earlier events may have passed
       // before the stream opened): re-read the first page, once per burst. The timer is not
       // pushed back by later events, so a steady stream of them cannot starve the re-read.
