@@ -34,6 +34,19 @@ def _settings(processors: str | None = None, workers: int | None = None) -> Sett
     return settings
 
 
+def _check_storage(settings: Settings) -> None:
+    """Fail start-up with one line when the storage is unusable (no bucket, bad credentials)."""
+    import asyncio
+
+    from conveyor.storage import StorageError, from_url
+
+    try:
+        asyncio.run(from_url(settings).ping())  # a throw-away client: the app makes its own
+    except (StorageError, OSError, ValueError) as exc:
+        typer.echo(f"error: storage {settings.storage_url or 'file://'}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level,
@@ -67,6 +80,7 @@ def serve(
 
     settings = _settings(processors, workers)
     _logging(settings)
+    _check_storage(settings)
     application = create_app(settings, workers=0 if no_workers else settings.workers)
     uvicorn.run(
         application,
@@ -101,6 +115,7 @@ def worker(
 
     settings = _settings(processors, workers)
     _logging(settings)
+    _check_storage(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_url, run_dir=settings.run_dir)
     store.migrate()

@@ -22,6 +22,7 @@ exception type -> status, the stable ``code`` taken from the exception).
     │   └── BadParameter        422 bad_parameter: a parameter is unknown or out of range
     │       ├── InvalidOptions  422 bad_options: options are not a JSON object we take
     │       └── BadWebhookUrl   422 bad_webhook_url
+    ├── StorageUnavailable      object storage unreachable or refusing   503 storage_unavailable
     ├── LeaseLost               a worker's lease token no longer matches (a newer attempt owns it)
     └── ClientError             the Python client got a problem+json answer
 
@@ -139,6 +140,15 @@ class BadWebhookUrl(BadParameter):
     """The webhook URL is not allowed (scheme, or a private address)."""
 
     code = "bad_webhook_url"
+
+
+class StorageUnavailable(ConveyorError):
+    """The file storage cannot be reached (an S3 outage): retry after ``retry_after`` seconds.
+
+    Raised as :class:`conveyor.storage.StorageUnavailable`, which is also a storage error."""
+
+    code = "storage_unavailable"
+    retry_after = 5
 
 
 class LeaseLost(ConveyorError):

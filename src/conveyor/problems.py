@@ -43,6 +43,8 @@ CODES: dict[str, str] = {
     "(file, pipeline or options)",
     "range_not_satisfiable": "the requested byte range is outside the file",
     "method_not_allowed": "the method is not allowed on this path",
+    "storage_unavailable": "the file storage (S3) is unreachable: nothing was kept; retry "
+    "after Retry-After seconds",
     "not_ready": "the database, storage or workers are not available",
     "request_timeout": "the request head or body stalled past its time-out",
     "headers_too_large": "the request head is over CONVEYOR_MAX_HEADER_BYTES or has too many "
@@ -82,6 +84,7 @@ STATUS: dict[type[Exception], int] = {
     errors.IdempotencyKeyReused: 422,
     UnknownPipeline: 422,
     BadOptions: 422,
+    errors.StorageUnavailable: 503,
 }
 
 #: Codes of the mapped exceptions that do not carry one (the registry's are plain exceptions).
@@ -188,7 +191,10 @@ def install(app: FastAPI) -> None:
         extra: dict[str, Any] = {}
         if isinstance(exc, BadOptions):
             extra["errors"] = exc.errors
-        return problem_response(status, code_of(exc), str(exc) or code_of(exc), **extra)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return problem_response(status, code_of(exc), str(exc) or code_of(exc), headers=headers,
+                                **extra)
 
     handled: list[type[Exception]] = [errors.ConveyorError, *STATUS]
     for exc_type in handled:

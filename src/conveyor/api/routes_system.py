@@ -13,6 +13,7 @@ from conveyor import __version__
 from conveyor.api.services import Services, services
 from conveyor.api.views import PipelineOut
 from conveyor.problems import Problem, problem_schema
+from conveyor.storage import StorageError
 
 router = APIRouter(tags=["system"])
 Svc = Annotated[Services, Depends(services)]
@@ -40,7 +41,7 @@ async def readyz(svc: Svc) -> dict[str, Any]:
     try:
         await svc.storage.ping()
         checks["storage"] = "ok"
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         raise Problem(503, "not_ready", f"storage unusable: {exc}") from None
     if svc.supervisor is not None:
         alive = svc.supervisor.alive_workers()
