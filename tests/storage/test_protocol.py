@@ -275,3 +275,9 @@ def test_factory(tmp_path: Path) -> None:
     for bad in ("ftp://x", "/no/scheme"):
         with pytest.raises(ValueError):
             from_url(bad)
+
+
+def test_settings_accept_s3_and_refuse_other_schemes(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path, storage_url="s3://bucket/p").unsupported() is None
+    problem = Settings(data_dir=tmp_path, storage_url="gs://bucket").unsupported()
+    assert problem is not None and "s3://bucket/prefix" in problem and "gs://" in problem

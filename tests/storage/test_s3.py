@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -102,6 +103,28 @@ def test_outage_mid_upload_then_abort_leaves_nothing(
     asyncio.run(go())
     assert objects.s3_uploads(moto, prefix) == []
     assert objects.s3_keys(moto, prefix) == {}
+
+
+def test_outage_then_complete_fails_fast(
+        moto: objects.Moto, gate: objects.Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A body that ends right after the outage: complete() must fail, not wait on a dead upload.
+    storage = _storage(moto, monkeypatch, endpoint=gate.endpoint)
+
+    async def go() -> None:
+        writer = await storage.open_writer(input_key("C"))
+        await writer.write(b"x" * (2 * objects.PART))
+        await asyncio.sleep(0.3)
+        gate.down()
+        await asyncio.sleep(2)  # obstore's upload fails meanwhile; the queue stays full
+        with contextlib.suppress(StorageUnavailable):
+            await writer.write(b"y" * (2 * 1024 * 1024))
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(writer.complete(), 30)
+        gate.up()
+        await writer.abort()
+
+    asyncio.run(go())
+    assert objects.s3_uploads(moto, storage.loc.prefix) == []
 
 
 def test_budget_holds_back_a_second_multipart_upload(

@@ -107,7 +107,9 @@ class _EarlyCheck:
     status_code=202,
     response_model=JobOut,
     responses={200: {"description": "the job created earlier with this Idempotency-Key"},
-               **_ERRORS},
+               **_ERRORS,
+               503: {**problem_schema(), "description": "`storage_unavailable`: the file "
+                     "storage (S3) failed; nothing was kept, retry after `Retry-After`"}},
     openapi_extra=UPLOAD_DOC,
     summary="Upload a file and create a job",
 )

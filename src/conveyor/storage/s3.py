@@ -42,6 +42,8 @@ MIN_PART = 8 * 1024 * 1024
 #: Parts of one upload in flight at once (obstore's ``max_concurrency``).
 PART_CONCURRENCY = 2
 READ_CHUNK = 256 * 1024
+#: Bytes handed to obstore at a time once a multipart upload runs.
+FEED_CHUNK = 1024 * 1024
 #: S3 allows 10,000 parts per upload and 1,000 keys per DeleteObjects.
 MAX_PARTS = 10_000
 DELETE_BATCH = 1000
@@ -55,7 +57,7 @@ def part_size(max_upload_bytes: int, least: int = MIN_PART) -> int:
 
 def reservation(part: int) -> int:
     """Memory one multipart upload may hold: obstore's parts in flight, its read buffer and the
-    part it gathers, the queued part and the writer's own part."""
+    part it gathers, and the first part (handed over whole) in the queue."""
     return part * (PART_CONCURRENCY + 3)
 
 
@@ -160,10 +162,11 @@ class S3Writer:
         if self._done:
             raise StorageError("write after complete or abort")
         self._buf += data
-        part = self._s.part_size
-        while len(self._buf) >= part:
-            chunk = bytes(self._buf[:part])
-            del self._buf[:part]
+        # Until one part is full the upload may still be a single PUT; after that, obstore
+        # gathers the parts itself and this writer only hands it small chunks.
+        if len(self._buf) >= (self._s.part_size if self._task is None else FEED_CHUNK):
+            chunk = bytes(self._buf)
+            self._buf.clear()
             await self._send(chunk)
 
     async def _feed(self) -> AsyncIterator[bytes]:
@@ -184,11 +187,17 @@ class S3Writer:
             self._task = asyncio.ensure_future(obstore.put_async(
                 store, self._key, self._feed(), chunk_size=self._s.part_size,
                 max_concurrency=PART_CONCURRENCY))
-        assert self._queue is not None
-        put = asyncio.ensure_future(self._queue.put(chunk))
+        await self._push(chunk)
+
+    async def _push(self, item: bytes | None) -> None:
+        """Queue ``item`` for obstore, unless its upload ended (failed) meanwhile: then raise.
+        Waiting on both matters: a dead upload never frees the queue."""
+        assert self._queue is not None and self._task is not None
+        put = asyncio.ensure_future(self._queue.put(item))
         await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():  # the upload ended (failed) while this part waited
+        if not put.done():
             put.cancel()
+        if self._task.done() and (item is not None or self._task.exception() is not None):
             self._raise_from_task()
 
     def _raise_from_task(self) -> None:
@@ -206,8 +215,7 @@ class S3Writer:
             else:
                 if self._buf:
                     await self._send(bytes(self._buf))
-                assert self._queue is not None
-                await self._queue.put(None)
+                await self._push(None)
                 try:
                     await self._task
                 except Exception as exc:
