@@ -15,7 +15,8 @@ import pytest
 
 from conveyor.errors import StorageUnavailable as DomainUnavailable
 from conveyor.storage import StorageError, StorageUnavailable, input_key
-from conveyor.storage.s3 import S3Storage, reservation
+from conveyor.storage.s3 import S3Storage
+from conveyor.storage.s3_upload import reservation
 from tests import objects
 
 
