@@ -4,7 +4,8 @@
   memory: keep them small). Parts may be as small as 64 KiB there (``S3_UPLOAD_PART_MIN_SIZE``),
   so multipart uploads happen with small test files (``CONVEYOR_S3_PART_BYTES``).
 - :class:`Gate` is a TCP relay in front of moto: ``down()`` refuses new connections and cuts
-  the open ones (an S3 outage), ``up()`` lets them through again; moto keeps its state.
+  the open ones (an S3 outage), ``up()`` lets them through again; moto keeps its state. With
+  ``rate`` it throttles every connection (a slow endpoint).
 - Tests inspect the bucket directly with boto3, never through conveyor.
 """
 
@@ -104,8 +105,11 @@ def s3_uploads(moto: Moto, prefix: str) -> list[str]:
 class Gate:
     """A TCP relay to ``target_port`` that can refuse and cut connections (an outage)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, rate: float | None = None) -> None:
         self.target = target_port
+        #: Bytes per second each connection may carry (None: as fast as it goes).
+        self.rate = rate
+        self.carried = 0  # bytes relayed, both ways
         self.port = _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._listener: socket.socket | None = None
@@ -150,11 +154,13 @@ class Gate:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 dst.sendall(data)
+                self.carried += len(data)
+                if self.rate:  # a slow endpoint
+                    time.sleep(len(data) / self.rate)
         for sock in (src, dst):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests import objects
-from tests.conftest import Server, base_env
+from tests.conftest import Server, base_env, need_module
 
 
 @pytest.fixture
@@ -148,3 +148,44 @@ def test_missing_bucket_fails_start_up_with_one_line(moto: objects.Moto, tmp_pat
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("error: storage s3://missing-") and "does not exist" in lines[0]
+
+
+def test_slow_endpoint_does_not_grow_server_memory(
+        server_factory: Callable[..., Server], moto: objects.Moto) -> None:
+    psutil = need_module("psutil", "to watch the server's memory")
+    slow = objects.Gate(moto.port, rate=2_000_000).up()  # 2 MB/s per connection
+    try:
+        # moto dates every multipart upload in 2010: any sweep would abort this one.
+        srv = server_factory(CONVEYOR_WORKERS="0",
+                             **_gated(moto, slow, CONVEYOR_SWEEP_INTERVAL_S="3600"))
+        assert srv.proc is not None
+        proc = psutil.Process(srv.proc.pid)
+        before = proc.memory_info().rss
+        size = 16 * 1024 * 1024
+        peak: list[int] = [before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak.append(proc.memory_info().rss)
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        started = time.monotonic()
+        try:
+            # The client offers the whole body at once; only back-pressure can hold it back.
+            resp = httpx.post(f"{srv.url}/v1/jobs", params={"pipeline": "probe"},
+                              content=os.urandom(size), timeout=120)
+        finally:
+            done.set()
+            sampler.join()
+        elapsed = time.monotonic() - started
+        assert resp.status_code == 202, resp.text
+        assert slow.carried >= size  # every byte went through the slow endpoint
+        assert elapsed > size / 2_000_000 / 3  # ... at its pace (a few connections at once)
+        growth = max(peak) - before
+        # Held back by back-pressure, the body never piles up in the server.
+        assert growth < size / 2, f"RSS grew {growth / 1e6:.1f} MB for a {size / 1e6:.0f} MB body"
+    finally:
+        slow.down()

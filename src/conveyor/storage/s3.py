@@ -172,7 +172,7 @@ class S3Storage:
         try:
             await obstore.put_async(self.store(), key, data, use_multipart=False)
         except Exception as exc:
-            raise unavailable(exc, f"put {key}") from None
+            raise unavailable(exc, f"put {key}", missing=False) from None
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> S3Reader:
         import obstore
@@ -277,7 +277,7 @@ class S3Storage:
             with contextlib.suppress(Exception):
                 await self.abort_uploads(key)
             if isinstance(exc, Exception):
-                raise unavailable(exc, f"put {key}") from None
+                raise unavailable(exc, f"put {key}", missing=False) from None
             raise
 
     async def _uploads(self, key_prefix: str) -> list[dict[str, Any]]:

@@ -63,9 +63,12 @@ class Budget:
             self._cond.notify_all()
 
 
-def unavailable(exc: BaseException, what: str) -> StorageError:
-    """The error to raise for an obstore/boto3 failure (the full one goes to the log)."""
-    if isinstance(exc, FileNotFoundError):
+def unavailable(exc: BaseException, what: str, *, missing: bool = True) -> StorageError:
+    """The error to raise for an obstore/boto3 failure (the full one goes to the log).
+
+    ``missing=False`` for writes: a 404 there (no bucket, an upload aborted under us) is an
+    unusable storage, never a missing object."""
+    if isinstance(exc, FileNotFoundError) and missing:
         return NotFound(what)
     if isinstance(exc, StorageError):
         return exc
@@ -90,7 +93,10 @@ class S3Writer:
         self._buf += data
         # Until one part is full the upload may still be a single PUT; after that, obstore
         # gathers the parts itself and this writer only hands it small chunks.
-        if len(self._buf) >= (self._s.part_size if self._task is None else FEED_CHUNK):
+        # (A chunk never spans two parts: obstore starts every part a chunk completes at once,
+        # past its max_concurrency.)
+        part = self._s.part_size
+        if len(self._buf) >= (part if self._task is None else min(FEED_CHUNK, part)):
             chunk = bytes(self._buf)
             self._buf.clear()
             await self._send(chunk)
@@ -129,7 +135,8 @@ class S3Writer:
     def _raise_from_task(self) -> None:
         assert self._task is not None and self._task.done()
         exc = self._task.exception()
-        raise unavailable(exc or StorageError("upload ended early"), f"upload {self._key}")
+        raise unavailable(exc or StorageError("upload ended early"), f"upload {self._key}",
+                          missing=False)
 
     async def complete(self) -> None:
         if self._done:
@@ -145,7 +152,7 @@ class S3Writer:
                 try:
                     await self._task
                 except Exception as exc:
-                    raise unavailable(exc, f"complete {self._key}") from None
+                    raise unavailable(exc, f"complete {self._key}", missing=False) from None
         finally:
             self._buf = bytearray()
             await self._release()
