@@ -6,6 +6,9 @@
   a missing need is a failure.
 - ``server`` starts a real ``conveyor serve`` subprocess on a free loopback port.
 - ``tmpfs`` mounts small filesystems (root only) that :func:`fill` fills, for full-disk tests.
+- ``moto`` is the session's S3 stand-in (:mod:`tests.objects`); fixtures parametrised over
+  :data:`BACKENDS` get their server's environment from :func:`storage_env`, and
+  :meth:`Server.stored` / :meth:`Server.unfinished` look at either backend's bytes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import NoReturn
 
 import httpx
 import pytest
+
+from tests import objects
 
 for _name in list(os.environ):
     if _name.startswith("CONVEYOR_"):
@@ -135,6 +140,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    @property
+    def s3_prefix(self) -> str | None:
+        return objects.bucket_prefix(self.env)
+
+    def stored(self, under: str = "") -> dict[str, bytes]:
+        """Every stored object whose key starts with ``under`` (``inputs/``...), with its bytes."""
+        prefix = self.s3_prefix
+        if prefix is not None:
+            return objects.s3_keys(objects.RUNNING[0], prefix, under)
+        root = self.data_dir / "files"
+        return {key: p.read_bytes() for p in root.rglob("*") if p.is_file()
+                and not (key := str(p.relative_to(root))).startswith("tmp/")
+                and key.startswith(under)}
+
+    def unfinished(self) -> list[str]:
+        """Writes begun and not completed: temp files, or S3 multipart uploads."""
+        prefix = self.s3_prefix
+        if prefix is not None:
+            return objects.s3_uploads(objects.RUNNING[0], prefix)
+        tmp = self.data_dir / "files" / "tmp"
+        return [p.name for p in tmp.iterdir()] if tmp.is_dir() else []
+
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
@@ -225,3 +252,32 @@ def fill(folder: Path, leave: int = 0) -> Path:
         except OSError as exc:
             assert exc.errno == errno.ENOSPC, exc
     return filler
+
+
+BACKENDS = ["local", "s3"]
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[objects.Moto]:
+    """moto's server mode on a free loopback port, with the test bucket (one per session)."""
+    for name in ("moto.server", "boto3", "obstore"):
+        need_module(name, "the S3 stand-in and client of the S3 storage tests")
+    stand_in = objects.Moto(tmp_path_factory.mktemp("moto")).start()
+    objects.RUNNING.append(stand_in)
+    yield stand_in
+    objects.RUNNING.remove(stand_in)
+    stand_in.stop()
+
+
+def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Server environment for the backend a fixture is parametrised with (``BACKENDS``)."""
+    if request.param == "local":
+        return {}
+    stand_in: objects.Moto = request.getfixturevalue("moto")
+    return stand_in.env()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """A test runs once per storage backend: pass this to ``server_factory(**backend_env)``."""
+    return storage_env(request)

@@ -90,6 +90,19 @@ def _load_plugins(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
+def _check_storage(settings: Settings) -> None:
+    """Fail start-up with one line when the storage is unusable (no bucket, bad credentials)."""
+    import asyncio
+
+    from conveyor.storage import StorageError, from_url
+
+    try:
+        asyncio.run(from_url(settings).ping())  # a throw-away client: the app makes its own
+    except (StorageError, OSError, ValueError) as exc:
+        typer.echo(f"error: storage {settings.storage_url or 'file://'}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -119,6 +132,7 @@ def serve(
     settings = _settings(processors, workers, log_format)
     _observability(settings, server=True)
     _load_plugins(settings)
+    _check_storage(settings)
     if not access_log:
         logging.getLogger("conveyor.access").setLevel(logging.WARNING)
 
@@ -172,6 +186,7 @@ def worker(
     settings = _settings(processors, workers, log_format)
     _observability(settings, server=False)
     _load_plugins(settings)
+    _check_storage(settings)
 
     from conveyor.runner.supervisor import Supervisor
     from conveyor.store import Store

@@ -24,6 +24,7 @@ exception type -> status, the stable ``code`` taken from the exception).
     │       └── BadWebhookUrl   422 bad_webhook_url
     ├── InsufficientStorage     the disk (files or database) is full             507
     │                           insufficient_storage, with Retry-After
+    ├── StorageUnavailable      object storage unreachable or refusing   503 storage_unavailable
     ├── LeaseLost               a worker's lease token no longer matches (a newer attempt owns it)
     └── ClientError             the Python client got a problem+json answer
 
@@ -172,6 +173,15 @@ class Draining(ConveyorError):
         super().__init__(message)
         #: Seconds after which to try again (the ``Retry-After`` header).
         self.retry_after = retry_after
+
+
+class StorageUnavailable(ConveyorError):
+    """The file storage cannot be reached (an S3 outage): retry after ``retry_after`` seconds.
+
+    Raised as :class:`conveyor.storage.StorageUnavailable`, which is also a storage error."""
+
+    code = "storage_unavailable"
+    retry_after = 5
 
 
 class LeaseLost(ConveyorError):

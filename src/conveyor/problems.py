@@ -43,6 +43,8 @@ CODES: dict[str, str] = {
     "(file, pipeline or options)",
     "range_not_satisfiable": "the requested byte range is outside the file",
     "method_not_allowed": "the method is not allowed on this path",
+    "storage_unavailable": "the file storage (S3) is unreachable: nothing was kept; retry "
+    "after Retry-After seconds",
     "not_ready": "the database, storage or workers are not available",
     "draining": "the server is shutting down (SIGTERM): try again, on another server",
     "request_timeout": "the request head or body stalled past its time-out",
@@ -88,6 +90,7 @@ STATUS: dict[type[Exception], int] = {
     UnknownPipeline: 422,
     BadOptions: 422,
     errors.InsufficientStorage: 507,
+    errors.StorageUnavailable: 503,
 }
 
 #: Codes of the mapped exceptions that do not carry one (the registry's are plain exceptions).

@@ -64,9 +64,20 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./conveyor-data")
     #: Default: ``sqlite:///{data_dir}/conveyor.db``.
     database_url: str | None = None
-    #: Default: ``file://{data_dir}/files``. Only local storage is implemented; the one place
-    #: that reads this is ``conveyor.storage.from_url``.
+    #: Default: ``file://{data_dir}/files``; or ``s3://bucket/prefix`` (with the AWS_* variables).
+    #: The one place that reads this is ``conveyor.storage.from_url``.
     storage_url: str | None = None
+    #: S3: bytes of part buffers all uploads of one server process may hold together.
+    s3_buffer_bytes: int = Field(default=256 * 1024**2, ge=1024**2)
+    #: S3: least size of a multipart upload's part (also at least max_upload_bytes / 10,000).
+    #: S3 wants 5 MiB or more; smaller is only for a stand-in (moto's S3_UPLOAD_PART_MIN_SIZE).
+    s3_part_bytes: int = Field(default=8 * 1024**2, ge=64 * 1024)
+    #: Shared storage (S3): multipart uploads and inputs no job points at are removed once they
+    #: are this old (another node may be between upload and commit).
+    storage_sweep_grace: Duration = timedelta(hours=24)
+    #: ``proxy`` streams downloads through conveyor; ``redirect`` answers 307 to a presigned
+    #: URL (S3 only; the URL carries no ETag, nosniff or CSP headers of conveyor's).
+    downloads: Literal["proxy", "redirect"] = "proxy"
     broker_url: str | None = None
 
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
@@ -160,9 +171,9 @@ class Settings(BaseSettings):
             return ("CONVEYOR_BROKER_URL is set, but the Celery scale-out engine is not "
                     "implemented yet: run `conveyor worker` on each machine against a shared "
                     "PostgreSQL (CONVEYOR_DATABASE_URL) instead")
-        if self.storage_url and not self.storage_url.startswith("file://"):
-            return ("only local storage (file://...) is implemented; S3 storage "
-                    f"({self.storage_url.split(':', 1)[0]}://) is not yet")
+        if self.storage_url and not self.storage_url.startswith(("file://", "s3://")):
+            return ("CONVEYOR_STORAGE_URL must be file://... or s3://bucket/prefix, not "
+                    f"{self.storage_url.split(':', 1)[0]}://")
         return None
 
     @property

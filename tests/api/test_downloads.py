@@ -5,19 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import Server, module_server
+from tests import objects
+from tests.conftest import BACKENDS, Server, module_server, storage_env
 
 DATA = os.urandom(300_000)  # larger than one storage read chunk
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from module_server(tmp_path_factory, "downloads", CONVEYOR_WORKERS="1")
+@pytest.fixture(scope="module", params=BACKENDS)
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from module_server(tmp_path_factory, "downloads", CONVEYOR_WORKERS="1",
+                             **storage_env(request))
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +136,26 @@ def test_openapi_declares_206_416_and_head(srv: Server) -> None:
             responses = paths[path][method]["responses"]
             assert {"200", "206", "304", "416"} <= set(responses), (path, method)
             assert "application/problem+json" in responses["416"]["content"]
+
+
+def test_redirect_mode_answers_307_to_a_presigned_url(
+        server_factory: Callable[..., Server], moto: objects.Moto) -> None:
+    srv = server_factory(CONVEYOR_WORKERS="0", CONVEYOR_DOWNLOADS="redirect", **moto.env())
+    resp = httpx.post(f"{srv.url}/v1/jobs", params={"pipeline": "probe", "filename": "in.bin"},
+                      content=DATA)
+    assert resp.status_code == 202, resp.text
+    url = f"{srv.url}/v1/jobs/{resp.json()['id']}/input"
+    for method in ("GET", "HEAD"):
+        moved = httpx.request(method, url)
+        assert moved.status_code == 307, moved.text
+        assert "X-Amz-Signature=" in moved.headers["location"]
+    assert httpx.get(moved.headers["location"]).content == DATA  # straight from the bucket
+
+
+def test_redirect_mode_on_local_storage_still_proxies(
+        server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(CONVEYOR_WORKERS="0", CONVEYOR_DOWNLOADS="redirect")
+    resp = httpx.post(f"{srv.url}/v1/jobs", params={"pipeline": "probe"}, content=b"abc")
+    got = httpx.get(f"{srv.url}/v1/jobs/{resp.json()['id']}/input")
+    assert got.status_code == 200 and got.content == b"abc"
+    assert got.headers["x-content-type-options"] == "nosniff"

@@ -1,4 +1,8 @@
-"""Bad input on the upload route: each case ends in a specific 4xx and leaves nothing behind."""
+"""Bad input on the upload route: each case ends in a specific 4xx and leaves nothing behind.
+
+Every test runs on local storage and on S3 (moto), where "nothing behind" also means no
+multipart upload left open.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,29 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import BACKENDS, Server, module_server, storage_env
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def api(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The module's server (upload limit 1 MiB) on each storage backend."""
+    yield from module_server(tmp_path_factory, "api", CONVEYOR_WORKERS="1",
+                             CONVEYOR_MAX_UPLOAD_BYTES=str(1024 * 1024), **storage_env(request))
 
 
 def _leftovers(srv: Server) -> list[str]:
-    tmp = srv.data_dir / "files" / "tmp"
-    return [p.name for p in tmp.iterdir()] if tmp.is_dir() else []
+    return srv.unfinished()
 
 
 def _inputs(srv: Server) -> set[str]:
-    folder = srv.data_dir / "files" / "inputs"
-    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return {key.removeprefix("inputs/") for key in srv.stored("inputs/")}
 
 
 def _problem(resp: httpx.Response, status: int, code: str) -> dict[str, object]:
@@ -177,8 +188,8 @@ def test_hostile_file_names_are_cleaned(api: Server, raw: bytes, shown: str) -> 
     assert resp.status_code == 202, resp.text
     job = resp.json()
     assert job["input"]["filename"] == shown
-    stored = api.data_dir / "files" / "inputs" / job["id"]
-    assert stored.read_bytes() == b"hello"  # under the generated key, nowhere else
+    stored = api.stored(f"inputs/{job['id']}")
+    assert stored == {f"inputs/{job['id']}": b"hello"}  # under the generated key, nowhere else
     download = httpx.get(f"{api.url}/v1/jobs/{job['id']}/input")
     assert "attachment" in download.headers["content-disposition"]
 
@@ -245,6 +256,7 @@ def _files_starting_with(root: Path, head: bytes) -> dict[Path, int]:
     return found
 
 
+@pytest.mark.parametrize("api", ["local"], indirect=True)  # S3 has no temp files
 def test_tmp_dir_is_inside_the_data_dir(api: Server) -> None:
     tmp = api.data_dir / "files" / "tmp"
     assert tmp.is_dir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from collections.abc import Callable
 
 import httpx
 from PIL import Image
@@ -166,16 +167,20 @@ def test_unknown_route_and_method_are_problems(api: Server) -> None:
     assert resp.status_code == 405 and resp.json()["code"] == "method_not_allowed"
 
 
-def test_retention_expires_jobs(server_factory: object) -> None:
-    srv = server_factory(CONVEYOR_RETENTION="3s", CONVEYOR_SWEEP_INTERVAL_S="0.5")  # type: ignore[operator]
-    job_id = _submit(srv, "noop")
+def test_retention_expires_jobs(server_factory: Callable[..., Server],
+                                backend_env: dict[str, str]) -> None:
+    # Long enough for the job to finish (and its artifact to be stored) on a busy machine.
+    srv = server_factory(CONVEYOR_RETENTION="10s", CONVEYOR_SWEEP_INTERVAL_S="0.5", **backend_env)
+    job_id = _submit(srv, "echo")
+    assert srv.wait_state(job_id, timeout=9)["state"] == "succeeded"
     assert httpx.get(f"{srv.url}/v1/jobs/{job_id}").status_code == 200
-    stored = srv.data_dir / "files" / "inputs" / job_id
-    deadline = time.monotonic() + 20
+    assert f"inputs/{job_id}" in srv.stored("inputs/")
+    assert len(srv.stored(f"artifacts/{job_id}/")) == 1
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (
-        stored.exists() or httpx.get(f"{srv.url}/v1/jobs/{job_id}").status_code != 410
+        srv.stored() or httpx.get(f"{srv.url}/v1/jobs/{job_id}").status_code != 410
     ):
         time.sleep(0.1)
     resp = httpx.get(f"{srv.url}/v1/jobs/{job_id}")
     assert resp.status_code == 410 and resp.json()["code"] == "gone"
-    assert not stored.exists()
+    assert srv.stored() == {}  # its input and its artifacts are gone

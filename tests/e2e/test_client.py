@@ -15,13 +15,14 @@ from PIL import Image
 
 from conveyor.client import AsyncClient, Client, SSEParser, WaitPlan
 from conveyor.errors import ClientError
-from tests.conftest import Server, module_server
+from tests.conftest import BACKENDS, Server, module_server, storage_env
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module: each start costs seconds."""
-    yield from module_server(tmp_path_factory, "client")
+@pytest.fixture(scope="module", params=BACKENDS)
+def live(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module (each start costs seconds), on each storage backend."""
+    yield from module_server(tmp_path_factory, "client", **storage_env(request))
 
 
 @pytest.fixture

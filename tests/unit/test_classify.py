@@ -12,6 +12,7 @@ from conveyor.errors import LeaseLost, ProcessorError
 from conveyor.processors.names import BadArtifactName
 from conveyor.processors.registry import BadOptions, UnknownPipeline
 from conveyor.runner.classify import MAX_MESSAGE, classify, short_message
+from conveyor.storage import StorageError, StorageUnavailable
 
 
 def _disk_full() -> OSError:
@@ -88,3 +89,13 @@ def test_lease_lost_is_not_classified_as_a_bad_input() -> None:
     # The worker handles LeaseLost before classifying; if it ever got here it would be retried,
     # never a final failure.
     assert classify(LeaseLost("stale")).retryable is True
+
+
+@pytest.mark.parametrize("exc", [
+    StorageUnavailable("object storage unavailable (GenericError)"),
+    StorageError("the downloaded input does not match its sha256 (inputs/01AB)"),
+])
+def test_object_storage_failures_are_retryable_storage_errors(exc: Exception) -> None:
+    error = classify(exc)
+    assert (error.code, error.retryable) == ("storage_error", True)
+    assert error.message == str(exc)

@@ -22,7 +22,7 @@ from conveyor.api.drain import Drain
 from conveyor.api.events import router as events_router
 from conveyor.api.head import HeadAsGet
 from conveyor.api.hub import EventHub
-from conveyor.api.maintenance import retention_loop, startup_sweep
+from conveyor.api.maintenance import retention_loop, startup_sweep, sweep_grace
 from conveyor.api.requestlog import ConveyorApp
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         )
         await to_thread.run_sync(store.migrate)
         storage = from_url(settings)
-        await startup_sweep(store, storage)
+        grace = sweep_grace(storage, settings.storage_sweep_grace.total_seconds())
+        await startup_sweep(store, storage, grace)
         registry = build_registry(settings.processors)
         hub = EventHub(store)
         svc = Services(settings, store, storage, registry, hub,
@@ -76,7 +77,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         outbox = Outbox(settings, store, load_secret(settings), hub.changed)
         outbox.start()
         retention = asyncio.create_task(
-            retention_loop(store, storage, settings.sweep_interval_s), name="conveyor-retention"
+            retention_loop(store, storage, settings.sweep_interval_s, grace),
+            name="conveyor-retention",
         )
         thread: threading.Thread | None = None
         if embedded > 0:

@@ -4,6 +4,7 @@ The bytes come through the storage protocol (no local path), so any backend serv
 Range handling is in :mod:`conveyor.api.ranges`: a malformed Range header is ignored (200
 with the whole file), a range past the end is a 416 problem with ``Content-Range: bytes */N``.
 ``HEAD`` answers with the headers of a ``GET`` and no body (it ignores Range, as RFC 9110 says).
+With ``CONVEYOR_DOWNLOADS=redirect`` on S3, both answer 307 to a short-lived presigned URL.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from urllib.parse import quote
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from conveyor.api.ranges import RangeNotSatisfiable, parse_range
 from conveyor.api.services import Services, services
 from conveyor.problems import Problem, problem_response, problem_schema
-from conveyor.storage import ByteStream, NotFound
+from conveyor.storage import ByteStream, NotFound, PresignUnsupported
 from conveyor.telemetry import metrics
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -36,7 +37,9 @@ def _responses(media_type: str, body: dict[str, Any]) -> dict[int | str, dict[st
         206: {"description": "the byte range asked for with `Range: bytes=...` "
               "(see `Content-Range`)", "content": {media_type: body}},
         304: {"description": "`If-None-Match` matched the ETag (the file's quoted sha256)"},
-        **{s: problem_schema() for s in (400, 404, 410)},
+        307: {"description": "`CONVEYOR_DOWNLOADS=redirect` (S3): a presigned URL of the "
+              "object"},
+        **{s: problem_schema() for s in (400, 404, 410, 503)},
         416: {**problem_schema(), "description": "the range starts past the end of the file "
               "(`Content-Range: bytes */size`); a malformed Range header is ignored instead"},
     }
@@ -56,9 +59,22 @@ def _disposition(filename: str) -> str:
     return f'attachment; filename="{filename}"'
 
 
+#: Lifetime of a presigned download URL (``CONVEYOR_DOWNLOADS=redirect``).
+PRESIGN_S = 300
+
+
 async def _send(
     request: Request, svc: Services, key: str, sha256: str, media_type: str, filename: str
 ) -> Response:
+    if svc.settings.downloads == "redirect":
+        try:
+            url = await svc.storage.presign(key, PRESIGN_S)
+        except PresignUnsupported:
+            pass  # local storage: proxy as usual
+        else:
+            # The object store answers from here on: no ETag = sha256, nosniff or CSP sandbox.
+            return RedirectResponse(url, status_code=307,
+                                    headers={"Cache-Control": "private, no-store"})
     info = await svc.storage.stat(key)
     if info is None:
         raise Problem(410, "gone", "the file is no longer stored")

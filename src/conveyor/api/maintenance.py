@@ -19,20 +19,36 @@ from conveyor.store import Store
 log = logging.getLogger("conveyor.maintenance")
 
 
-async def startup_sweep(store: Store, storage: Storage) -> dict[str, int]:
-    """Remove writes of uploads that never got a 202, and inputs no job row points at."""
-    temps = await storage.sweep()
+async def startup_sweep(store: Store, storage: Storage, grace_s: float = 0.0) -> dict[str, int]:
+    """Remove writes of uploads that never got a 202, and inputs no job row points at.
+
+    On local storage this runs at start-up with no grace: this process is the only writer.
+    On shared storage (S3) another node may be between ``complete`` and its row's commit, so
+    only what is older than ``grace_s`` goes (and the sweep repeats, see :func:`retention_loop`).
+    """
+    temps = await storage.sweep(grace_s)
     keys = await storage.keys(INPUTS)
     by_id = {job_id: key for key in keys if (job_id := input_job_id(key)) is not None}
     known = await to_thread.run_sync(store.maintenance.existing_ids, list(by_id))
     orphans = 0
+    cutoff = time.time() - grace_s
     for job_id, key in by_id.items():
-        if job_id not in known:
-            await storage.delete(key)
-            orphans += 1
+        if job_id in known:
+            continue
+        if grace_s > 0:
+            info = await storage.stat(key)
+            if info is None or info.modified is None or info.modified > cutoff:
+                continue
+        await storage.delete(key)
+        orphans += 1
     if temps or orphans:
-        log.info("start-up sweep removed %d temp files and %d orphan inputs", temps, orphans)
+        log.info("sweep removed %d unfinished writes and %d orphan inputs", temps, orphans)
     return {"temp_files": temps, "orphan_inputs": orphans}
+
+
+def sweep_grace(storage: Storage, grace_s: float) -> float:
+    """The grace period of sweeps: none for local storage, ``grace_s`` for shared storage."""
+    return grace_s if storage.shared else 0.0
 
 
 async def remove_job_data(store: Store, storage: Storage, job_id: str) -> None:
@@ -54,10 +70,14 @@ async def sweep_expired(store: Store, storage: Storage, now: float | None = None
     return removed
 
 
-async def retention_loop(store: Store, storage: Storage, interval_s: float) -> None:
+async def retention_loop(store: Store, storage: Storage, interval_s: float,
+                         grace_s: float = 0.0) -> None:
     while True:
         with contextlib.suppress(Exception):
             n = await sweep_expired(store, storage)
             if n:
                 log.info("retention sweep removed %d expired jobs", n)
+        if storage.shared:  # leftovers of crashed nodes: there is no start-up to sweep them
+            with contextlib.suppress(Exception):
+                await startup_sweep(store, storage, grace_s)
         await asyncio.sleep(interval_s)

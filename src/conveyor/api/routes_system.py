@@ -17,6 +17,7 @@ from conveyor.api.services import Services, services
 from conveyor.api.views import PipelineOut
 from conveyor.errors import InsufficientStorage
 from conveyor.problems import Problem, problem_schema
+from conveyor.storage import StorageError
 from conveyor.telemetry.metrics import LiveCollector, exposition
 
 router = APIRouter(tags=["system"])
@@ -46,7 +47,7 @@ async def readyz(svc: Svc) -> dict[str, Any]:
     try:
         await svc.storage.ping()
         checks["storage"] = "ok"
-    except (OSError, InsufficientStorage) as exc:
+    except (OSError, InsufficientStorage, StorageError) as exc:
         raise Problem(503, "not_ready", f"storage unusable: {exc}") from None
     free = await free_space(svc)
     checks["free_bytes"] = free

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from conveyor.errors import MAX_MESSAGE, InsufficientStorage, ProcessorError, short_message
 from conveyor.models import ErrorCode, JobError
 from conveyor.processors.registry import BadOptions, UnknownPipeline
+from conveyor.storage.base import StorageError
 
 
 def _os_message(exc: OSError) -> str:
@@ -38,7 +39,8 @@ def classify(exc: BaseException, *, memory_cap_mb: int = 0) -> JobError:
     - ``InsufficientStorage`` (a full disk under the files or the database):
       ``storage_error``, retried;
     - a database error: ``database_error``, retried;
-    - ``OSError`` (disk full, storage unreachable, ...): ``storage_error``, retried;
+    - ``OSError`` (disk full, ...) or a ``StorageError`` (S3 unreachable, an input whose
+      download does not match its sha256): ``storage_error``, retried;
     - anything else: ``processor_error``, retried (a crash may be transient).
     """
     if isinstance(exc, ProcessorError):
@@ -58,6 +60,9 @@ def classify(exc: BaseException, *, memory_cap_mb: int = 0) -> JobError:
                         f"database error ({type(exc).__name__})", True)
     if isinstance(exc, OSError):
         return JobError(ErrorCode.STORAGE_ERROR, short_message(_os_message(exc)), True)
+    if isinstance(exc, StorageError):
+        return JobError(ErrorCode.STORAGE_ERROR,
+                        short_message(str(exc)) or type(exc).__name__, True)
     detail = short_message(str(exc))
     name = type(exc).__name__
     return JobError(ErrorCode.PROCESSOR_ERROR, f"{name}: {detail}" if detail else name, True)

@@ -212,9 +212,10 @@ class Worker:
 
         def fetch_input(path: Path) -> None:
             # Processors read a file of the attempt's own directory, whatever the backend:
-            # the local one links it there, an object store downloads it.
+            # the local one links it there, an object store downloads it and checks the
+            # sha256 (a mismatch is a retryable storage_error: the next download may be whole).
             try:
-                self.storage.get_to_file(job.input_key, path)
+                self.storage.get_to_file(job.input_key, path, job.input_sha256)
             except NotFound:
                 raise ProcessorError(ErrorCode.INPUT_MISSING, "the input file is missing",
                                      retryable=False) from None

@@ -1,7 +1,7 @@
 """Byte storage behind one async protocol (:mod:`.base`); ``file://`` is the embedded default.
 
-- :func:`from_url` builds the storage named by ``CONVEYOR_STORAGE_URL`` (a new backend, such as
-  S3, is one module beside ``local.py`` plus one branch there).
+- :func:`from_url` builds the storage named by ``CONVEYOR_STORAGE_URL``: ``file://`` (local.py)
+  or ``s3://`` (s3.py, the optional ``s3`` extra; imported only when used).
 - :mod:`.keys` is the key layout; :mod:`.blocking` is the worker's synchronous bridge.
 """
 
@@ -17,6 +17,7 @@ from conveyor.storage.base import (
     PresignUnsupported,
     Storage,
     StorageError,
+    StorageUnavailable,
     Writer,
 )
 from conveyor.storage.blocking import BlockingStorage
@@ -39,6 +40,7 @@ def default_url(settings: Settings) -> str:
 
 def from_url(source: str | Settings) -> Storage:
     """The storage for a URL (``file:///srv/files``) or for the settings' ``storage_url``."""
+    settings = source if isinstance(source, Settings) else Settings()
     url = default_url(source) if isinstance(source, Settings) else source
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -46,7 +48,11 @@ def from_url(source: str | Settings) -> Storage:
     if scheme == "file":
         return LocalStorage(Path(rest).expanduser())
     if scheme == "s3":
-        raise NotImplementedError("S3 storage (s3://) is not implemented yet: use file://")
+        from conveyor.storage.s3 import S3Storage
+
+        return S3Storage(url, max_upload_bytes=settings.max_upload_bytes,
+                         buffer_bytes=settings.s3_buffer_bytes,
+                         part_bytes=settings.s3_part_bytes)
     raise ValueError(f"unknown storage scheme {scheme!r} in CONVEYOR_STORAGE_URL")
 
 
@@ -60,6 +66,7 @@ __all__ = [
     "PresignUnsupported",
     "Storage",
     "StorageError",
+    "StorageUnavailable",
     "Writer",
     "artifact_key",
     "artifacts_prefix",

@@ -24,11 +24,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
+
+from conveyor import errors
 
 
 class StorageError(Exception):
     """A storage operation failed."""
+
+
+class StorageUnavailable(StorageError, errors.StorageUnavailable):
+    """The storage cannot be reached or refused the request (503 with Retry-After at the API)."""
 
 
 class NotFound(StorageError):
@@ -43,6 +49,8 @@ class PresignUnsupported(StorageError):
 class ObjectInfo:
     key: str
     size: int
+    #: Last change, in seconds since the epoch (None when the backend cannot tell).
+    modified: float | None = None
 
 
 class Writer(Protocol):
@@ -72,6 +80,10 @@ class ByteStream(Protocol):
 
 
 class Storage(Protocol):
+    #: True when several machines share the storage (S3): a write that is not yet a job may be
+    #: another node's, so sweeps only remove what is older than a grace period.
+    shared: ClassVar[bool]
+
     async def open_writer(self, key: str) -> Writer:
         """Start writing ``key``; nothing is visible under it until ``complete()``."""
         ...
@@ -100,10 +112,12 @@ class Storage(Protocol):
         """A URL that reads ``key`` without conveyor; raises :class:`PresignUnsupported`."""
         ...
 
-    async def get_to_file(self, key: str, path: Path) -> None:
+    async def get_to_file(self, key: str, path: Path, sha256: str | None = None) -> None:
         """Materialise ``key`` as the new file ``path`` (its directory exists).
 
-        A backend may hard-link instead of copying: treat ``path`` as read-only.
+        A backend may hard-link instead of copying: treat ``path`` as read-only. A backend
+        that copies bytes over a network checks them against ``sha256`` when given (a
+        mismatch is a :class:`StorageError`; a local link has no bytes in transit).
         Raises :class:`NotFound`."""
         ...
 

@@ -44,8 +44,8 @@ class BlockingStorage:
 
         return self._loop.run_until_complete(wrap())
 
-    def get_to_file(self, key: str, path: Path) -> None:
-        self.run(self.storage.get_to_file(key, path))
+    def get_to_file(self, key: str, path: Path, sha256: str | None = None) -> None:
+        self.run(self.storage.get_to_file(key, path, sha256))
 
     def put_from_file(self, path: Path, key: str) -> None:
         self.run(self.storage.put_from_file(path, key))

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from conveyor.errors import InsufficientStorage
 from conveyor.storage.base import NotFound, ObjectInfo, PresignUnsupported, StorageError
@@ -159,6 +159,8 @@ class LocalReader:
 class LocalStorage:
     """Objects are files under ``root``; ``root/tmp`` holds writes not yet completed."""
 
+    shared: ClassVar[bool] = False
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._tmp = self.root / TMP
@@ -201,7 +203,7 @@ class LocalStorage:
             st = await asyncio.to_thread(os.stat, self._path(key))
         except FileNotFoundError:
             return None
-        return ObjectInfo(key, st.st_size) if stat.S_ISREG(st.st_mode) else None
+        return ObjectInfo(key, st.st_size, st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
@@ -234,7 +236,8 @@ class LocalStorage:
     async def presign(self, key: str, expires_s: float) -> str:
         raise PresignUnsupported("local storage has no URLs: download through the API")
 
-    async def get_to_file(self, key: str, path: Path) -> None:
+    async def get_to_file(self, key: str, path: Path, sha256: str | None = None) -> None:
+        # A link or a local copy moves no bytes over a network: sha256 is not re-checked.
         await asyncio.to_thread(self._get_to_file, self._path(key), path, key)
 
     @staticmethod
