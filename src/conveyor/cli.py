@@ -86,8 +86,11 @@ def serve(
 
 @app.command()
 def worker(
-    workers: Annotated[int | None, typer.Option(help="Worker processes [default: CPU count].")]
-    = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", "--concurrency", help="Worker processes [default: CPU count].")] = None,
+    queues: Annotated[str | None, typer.Option(
+        help="With a broker: comma-separated queues to consume [default: all of "
+             "CONVEYOR_QUEUES and `conveyor`].")] = None,
     burst: Annotated[
         bool, typer.Option("--burst", help="Drain the queue, then exit.")
     ] = False,
@@ -95,7 +98,8 @@ def worker(
         str | None, typer.Option(help="Comma-separated `module` or `module:attr` plug-ins.")
     ] = None,
 ) -> None:
-    """Run supervised worker processes against the configured database."""
+    """Run supervised worker processes against the configured database (with
+    CONVEYOR_BROKER_URL set: a Celery worker node, prefork, with conveyor's watchdog)."""
     from conveyor.runner.supervisor import Supervisor
     from conveyor.store import Store
 
@@ -105,6 +109,16 @@ def worker(
     store = Store(settings.db_url, run_dir=settings.run_dir)
     store.migrate()
     store.close()
+    if settings.broker_url:
+        from conveyor.dispatch.cli import celery_worker
+
+        if burst:
+            typer.echo("error: --burst is not available with CONVEYOR_BROKER_URL", err=True)
+            raise typer.Exit(2)
+        raise typer.Exit(celery_worker(settings, queues))
+    if queues:
+        typer.echo("error: --queues needs CONVEYOR_BROKER_URL (a Celery broker)", err=True)
+        raise typer.Exit(2)
     supervisor = Supervisor(settings, burst=burst)
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:

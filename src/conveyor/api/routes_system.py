@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from conveyor import __version__
 from conveyor.api.services import Services, services
 from conveyor.api.views import PipelineOut
+from conveyor.dispatch.status import metric_lines, scaleout_status
 from conveyor.problems import Problem, problem_schema
 
 router = APIRouter(tags=["system"])
@@ -42,7 +43,10 @@ async def readyz(svc: Svc) -> dict[str, Any]:
         checks["storage"] = "ok"
     except OSError as exc:
         raise Problem(503, "not_ready", f"storage unusable: {exc}") from None
-    if svc.supervisor is not None:
+    scaleout = await to_thread.run_sync(scaleout_status, svc.settings, svc.store)
+    if scaleout is not None:
+        checks.update(scaleout)  # shown, not gating: uploads are accepted without a broker
+    elif svc.supervisor is not None:
         alive = svc.supervisor.alive_workers()
         checks["workers"] = alive
         if alive == 0 and svc.supervisor.count > 0:
@@ -73,6 +77,7 @@ async def metrics(svc: Svc) -> str:
         "# TYPE conveyor_uptime_seconds gauge",
         f"conveyor_uptime_seconds {time.time() - svc.started_at:.1f}",
     ]
+    lines += metric_lines(await to_thread.run_sync(scaleout_status, svc.settings, svc.store))
     for name, value in sorted(svc.counters.items()):
         lines += [f"# TYPE conveyor_{name}_total counter", f"conveyor_{name}_total {value:g}"]
     return "\n".join(lines) + "\n"
