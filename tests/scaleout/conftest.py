@@ -27,6 +27,7 @@ import pytest
 from conveyor.client import Client
 from tests.conftest import Server, base_env, free_port, need_service
 from tests.engine.conftest import _pg_admin
+from tests.scaleout.machines import Machine
 
 
 def _port_open(port: int) -> bool:
@@ -143,6 +144,7 @@ class Cluster:
         self.nodes: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
         self.clients: list[Client] = []
+        self.machines: dict[str, Machine] = {}
 
     def serve(self, **env: str) -> Server:
         data = self.root / "api"
@@ -150,18 +152,24 @@ class Cluster:
         return self.server
 
     def worker(self, concurrency: int = 2, *args: str, wait: bool = True,
-               **env: str) -> subprocess.Popen[bytes]:
-        data = self.root / f"node{len(self.nodes)}"
+               machine: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+        """A ``conveyor worker`` node: a process group here, or with ``machine`` the process
+        tree of a namespace "machine" of that name (see machines.py)."""
+        data = self.root / (machine or f"node{len(self.nodes)}")
         data.mkdir(parents=True, exist_ok=True)
         log = data / "worker.log"
         self.logs.append(log)
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "worker", "--concurrency", str(concurrency),
-                 *args],
-                env=base_env(data, **{**self.common, "CONVEYOR_LOG_LEVEL": "INFO", **env}),
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        argv = [sys.executable, "-m", "conveyor", "worker", "--concurrency", str(concurrency),
+                *args]
+        full_env = base_env(data, **{**self.common, "CONVEYOR_LOG_LEVEL": "INFO", **env})
+        if machine is not None:
+            box = Machine(machine, self.root, [5432, self.broker.port])
+            self.machines[machine] = box
+            proc = box.run(argv, full_env, log)
+        else:
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(argv, env=full_env, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes.append(proc)
         if wait:
             self.wait_nodes(sum(1 for p in self.nodes if p.poll() is None))
@@ -199,6 +207,8 @@ class Cluster:
     def close(self) -> None:
         for made in self.clients:
             made.close()
+        for box in self.machines.values():
+            box.close()
         for proc in self.nodes:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.dispatch import Runnable
 from conveyor.dispatch.routing import broker_priority, hard_time_limit, queue_for, routes
+from conveyor.store.dispatching import Dispatch
 
 if TYPE_CHECKING:
     from conveyor.settings import Settings
@@ -39,7 +40,7 @@ class BrokerDispatcher:
         self.cancel_grace_s = settings.cancel_grace_s
         self.routes = routes(settings.queues)
         self._dispatching: Dispatching | None = None
-        self._pending: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[Runnable | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._broker_down = False
@@ -49,7 +50,7 @@ class BrokerDispatcher:
 
     def runnable(self, jobs: Sequence[Runnable]) -> None:
         now = time.time() + _DUE_MARGIN_S
-        due = [job.job_id for job in jobs if job.run_after <= now]
+        due = [job for job in jobs if job.run_after <= now]
         if not due:
             return
         if self._thread is None or self._pid != os.getpid():
@@ -57,18 +58,21 @@ class BrokerDispatcher:
             self._thread = threading.Thread(target=self._loop, name="conveyor-publisher",
                                             daemon=True)
             self._thread.start()
-        for job_id in due:
-            self._pending.put(job_id)
+        for job in due:
+            self._pending.put(job)
 
     def publish(self, job_ids: Sequence[str]) -> list[str]:
         """Publish one message per queued job now; returns the ids sent. Raises when the
         broker or the database is unreachable (nothing is marked sent then)."""
         assert self._dispatching is not None, "BrokerDispatcher.bind() was not called"
-        prepared = self._dispatching.prepare(job_ids)
+        return self._send(self._dispatching.prepare(job_ids))
+
+    def _send(self, items: Sequence[Dispatch]) -> list[str]:
+        assert self._dispatching is not None, "BrokerDispatcher.bind() was not called"
         published_at = time.time()
         sent: list[str] = []
         try:
-            for item in prepared:
+            for item in items:
                 self.app.send_task(
                     "conveyor.run_job",
                     args=[item.job_id],
@@ -83,6 +87,15 @@ class BrokerDispatcher:
         finally:
             self._dispatching.mark(sent, published_at)
         return sent
+
+    def _publish_batch(self, batch: list[Runnable]) -> None:
+        # A new job carries its route: no read before its publish (the hot path of an upload).
+        known = [Dispatch(r.job_id, 1, r.pipeline, r.priority, r.timeout_s)
+                 for r in batch if r.pipeline is not None]
+        self._send(known)
+        others = [r.job_id for r in batch if r.pipeline is None]
+        if others:
+            self.publish(others)
 
     def _loop(self) -> None:
         while True:
@@ -100,7 +113,7 @@ class BrokerDispatcher:
                     break
                 batch.append(more)
             try:
-                self.publish(batch)
+                self._publish_batch(batch)
                 if self._broker_down:
                     log.info("broker reachable again")
                 self._broker_down = False

@@ -59,7 +59,8 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
     if new.parent_id is not None:
         data["parent_id"] = new.parent_id
     event_log.append(tx, new.id, EventType.QUEUED, data, now)
-    tx.made_runnable(new.id, now)
+    tx.made_runnable(new.id, now, pipeline=new.pipeline, priority=new.priority,
+                     timeout_s=new.timeout_s)
     return row
 
 
