@@ -18,6 +18,7 @@ import pytest
 
 from conveyor.client import Client
 from conveyor.storage import LocalStorage, artifacts_prefix
+from tests.conftest import free_port
 from tests.scaleout.conftest import Cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -67,6 +68,9 @@ def _running_on(db_url: str, machine: str) -> list[str]:
 
 
 def test_a_lost_worker_machine_loses_no_job(cluster: Cluster, tmp_path: Path) -> None:
+    # Webhook messages are written with the job's end (delivery is tests/webhooks' business):
+    # an address nobody listens on is enough to count them.
+    cluster.common["CONVEYOR_WEBHOOK_URL"] = f"http://127.0.0.1:{free_port()}/hook"
     server = cluster.serve()
     cluster.worker(2, machine="doomed")
     cluster.worker(2, machine="spare")
@@ -84,6 +88,10 @@ def test_a_lost_worker_machine_loses_no_job(cluster: Cluster, tmp_path: Path) ->
     assert {j["state"] for j in jobs.values()} == {"succeeded"}
     succeeded = _events(cluster.db_url, "job.succeeded")
     assert {job_id: succeeded.get(job_id) for job_id in ids} == dict.fromkeys(ids, 1)
+    with psycopg.connect(cluster.db_url) as conn:
+        hooks = dict(conn.execute("SELECT job_id, count(*) FROM webhook_outbox WHERE "
+                                  "event_type = 'job.succeeded' GROUP BY job_id").fetchall())
+    assert {job_id: hooks.get(job_id) for job_id in ids} == dict.fromkeys(ids, 1)
     # Some job ran more than once (the dead node's), yet shows only its last attempt's output.
     assert any(j["attempts"] > 1 for j in jobs.values()), "no job was running on the lost node"
     storage = LocalStorage(cluster.shared)
