@@ -197,7 +197,9 @@ class Server:
         self.run_id = f"{run_id}-{uuid.uuid4().hex[:6]}"
 
     def start(self) -> None:
-        env_base = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        # The caller's PYTHONPATH stays (e.g. a worktree's src/ ahead of the installed copy).
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env_base = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
         for i, cmd in enumerate(self.target.commands(self.port, self.tmp, self.run_id)):
             log = self.tmp / f"proc{i}.log"
             self.logs.append(log)

@@ -59,7 +59,8 @@ def serve(
         str | None, typer.Option(help="Comma-separated `module` or `module:attr` plug-ins.")
     ] = None,
 ) -> None:
-    """Run the HTTP API (and, unless --no-workers, the supervised worker processes)."""
+    """Run the HTTP API (and, unless --no-workers, the supervised worker processes; none with
+    CONVEYOR_BROKER_URL set, where `conveyor worker` Celery nodes run the jobs)."""
     import uvicorn
 
     from conveyor.api import create_app
@@ -87,10 +88,10 @@ def serve(
 @app.command()
 def worker(
     workers: Annotated[int | None, typer.Option(
-        "--workers", "--concurrency", help="Worker processes [default: CPU count].")] = None,
+        "--workers", "--concurrency", help="Worker processes (default: CPU count).")] = None,
     queues: Annotated[str | None, typer.Option(
-        help="With a broker: comma-separated queues to consume [default: all of "
-             "CONVEYOR_QUEUES and `conveyor`].")] = None,
+        help="With a broker: comma-separated queues to consume (default: those of "
+             "CONVEYOR_QUEUES and `conveyor`).")] = None,
     burst: Annotated[
         bool, typer.Option("--burst", help="Drain the queue, then exit.")
     ] = False,

@@ -105,6 +105,9 @@ class NodeWatch:
 
     def _watch(self, attempt: _Attempt, now: float) -> None:
         run = attempt.watched
+        if attempt.pid == os.getpid():
+            # A solo or threads pool runs jobs in this process: renew leases, never kill it.
+            return
         if not self._child_alive(attempt):
             self._record(attempt, JobError(ErrorCode.WORKER_LOST,
                                            "the worker process died", True))

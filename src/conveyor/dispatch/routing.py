@@ -3,6 +3,7 @@ broker priority a job's message gets, and how long the broker may hold an unacke
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ def refusal(settings: Settings) -> str | None:
     if not url.startswith(("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://")):
         return (f"CONVEYOR_BROKER_URL must be amqp://... (RabbitMQ) or redis://... (Redis), "
                 f"not {url.split(':', 1)[0]}://")
+    if importlib.util.find_spec("celery") is None:
+        return ("CONVEYOR_BROKER_URL needs Celery: pip install 'conveyor[celery]'")
     if not settings.db_url.startswith(("postgresql", "postgres://")):
         return ("CONVEYOR_BROKER_URL needs a PostgreSQL CONVEYOR_DATABASE_URL: workers on other "
                 "machines cannot share a SQLite file")

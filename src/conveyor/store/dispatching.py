@@ -179,6 +179,8 @@ class LeaderLock:
         try:
             if self._conn is not None:
                 self._conn.execute(text("SELECT 1"))
+                # Never left idle in a transaction: that would hold back VACUUM for hours.
+                self._conn.commit()
                 return True
             conn = self.db.writer.connect()
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
