@@ -29,6 +29,7 @@ from bench.targets import (
     Target,
     bgtasks_target,
     celery_target,
+    conveyor_celery_target,
     conveyor_target,
     running,
 )
@@ -64,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--conveyor-bin", default=str(VENV_BIN / "conveyor"))
     p.add_argument("--conveyor-env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    p.add_argument("--broker-url", default="redis://127.0.0.1:6379/13",
+                   help="broker of the conveyor-celery target (its Redis db is flushed)")
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432",
+                   help="PostgreSQL server of the conveyor-celery target (a database per run)")
     p.add_argument("--max-minutes", type=float, default=120.0, help="stop starting new work")
     return p.parse_args(argv)
 
@@ -74,6 +79,8 @@ def build_targets(args: argparse.Namespace) -> list[Target]:
         "conveyor": lambda: conveyor_target(args.conveyor_bin, env),
         "bgtasks": bgtasks_target,
         "celery": lambda: celery_target(args.redis_url),
+        "conveyor-celery": lambda: conveyor_celery_target(
+            args.conveyor_bin, args.broker_url, args.pg_url),
     }
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     unknown = [n for n in names if n not in factories]

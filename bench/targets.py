@@ -140,6 +140,50 @@ def conveyor_target(binary: str, extra_env: dict[str, str]) -> Target:
     )
 
 
+def conveyor_celery_target(binary: str, broker_url: str, pg_url: str) -> Target:
+    """conveyor scaled out: ``conveyor serve`` publishing to a broker, one ``conveyor worker``
+    Celery node (prefork, 2 processes), a fresh PostgreSQL database per start."""
+
+    def db_name(run_id: str) -> str:
+        return "conveyor_bench_" + "".join(c if c.isalnum() else "_" for c in run_id)
+
+    def commands(port: int, tmp: Path, run_id: str) -> list[Command]:
+        import psycopg
+
+        with psycopg.connect(f"{pg_url}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db_name(run_id)}"')
+        env = {
+            "CONVEYOR_DATABASE_URL": f"{pg_url}/{db_name(run_id)}",
+            "CONVEYOR_BROKER_URL": broker_url,
+            "CONVEYOR_STORAGE_URL": f"file://{tmp / 'files'}",
+            "CONVEYOR_SHARED_FILESYSTEM": "true",
+            "CONVEYOR_LOG_LEVEL": "WARNING",
+        }
+        serve = [binary, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        worker = [binary, "worker", "--concurrency", "2"]
+        return [Command(serve, {**env, "CONVEYOR_DATA_DIR": str(tmp / "api")}),
+                Command(worker, {**env, "CONVEYOR_DATA_DIR": str(tmp / "node")})]
+
+    def drop(server: Server) -> None:
+        import psycopg
+
+        with psycopg.connect(f"{pg_url}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_name(server.run_id)}" WITH (FORCE)')
+        if broker_url.startswith("redis://"):
+            import redis
+
+            client = redis.Redis.from_url(broker_url)
+            try:
+                client.flushdb()  # the bench's own database number: leftovers of this run
+            finally:
+                client.close()
+
+    base = conveyor_target(binary, {})
+    return Target("conveyor-celery", commands, base.upload_path, base.status_path,
+                  fields=base.fields, raw_path=base.raw_path, big_kind=base.big_kind,
+                  on_stop=drop)
+
+
 class Server:
     """A started target: its process groups, its base URL, and its private temp dir."""
 
@@ -153,7 +197,9 @@ class Server:
         self.run_id = f"{run_id}-{uuid.uuid4().hex[:6]}"
 
     def start(self) -> None:
-        env_base = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        # The caller's PYTHONPATH stays (e.g. a worktree's src/ ahead of the installed copy).
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env_base = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
         for i, cmd in enumerate(self.target.commands(self.port, self.tmp, self.run_id)):
             log = self.tmp / f"proc{i}.log"
             self.logs.append(log)
@@ -184,7 +230,7 @@ class Server:
         raise TimeoutError(f"{self.target.name}: not healthy after {timeout:.0f} s")
 
     def discover_pipelines(self) -> None:
-        if self.target.name != "conveyor":
+        if not self.target.name.startswith("conveyor"):
             return
         resp = httpx.get(self.base_url + "/v1/pipelines", timeout=10)
         resp.raise_for_status()

@@ -125,7 +125,8 @@ def serve(
         LogFormat | None, typer.Option(help=_LOG_FORMAT_HELP, show_default=False)
     ] = None,
 ) -> None:
-    """Run the HTTP API (and, unless --no-workers, the supervised worker processes).
+    """Run the HTTP API (and, unless --no-workers, the supervised worker processes; none with
+    CONVEYOR_BROKER_URL set, where `conveyor worker` Celery nodes run the jobs).
 
     SIGTERM drains first (503 `draining`, jobs get CONVEYOR_DRAIN_S): see README, Operations.
     """
@@ -167,8 +168,11 @@ def serve(
 
 @app.command()
 def worker(
-    workers: Annotated[int | None, typer.Option(help="Worker processes [default: CPU count].")]
-    = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", "--concurrency", help="Worker processes (default: CPU count).")] = None,
+    queues: Annotated[str | None, typer.Option(
+        help="With a broker: comma-separated queues to consume (default: those of "
+             "CONVEYOR_QUEUES and `conveyor`).")] = None,
     burst: Annotated[
         bool, typer.Option("--burst", help="Drain the queue, then exit.")
     ] = False,
@@ -179,7 +183,8 @@ def worker(
         LogFormat | None, typer.Option(help=_LOG_FORMAT_HELP, show_default=False)
     ] = None,
 ) -> None:
-    """Run supervised worker processes against the configured database.
+    """Run supervised worker processes against the configured database (with
+    CONVEYOR_BROKER_URL set: a Celery worker node, prefork, with conveyor's watchdog).
 
     SIGTERM: no more claims; running jobs get CONVEYOR_DRAIN_S to finish, then are released.
     """
@@ -194,6 +199,16 @@ def worker(
     store = Store(settings.db_url, run_dir=settings.run_dir)
     store.migrate()
     store.close()
+    if settings.broker_url:
+        from conveyor.dispatch.cli import celery_worker
+
+        if burst:
+            typer.echo("error: --burst is not available with CONVEYOR_BROKER_URL", err=True)
+            raise typer.Exit(2)
+        raise typer.Exit(celery_worker(settings, queues))
+    if queues:
+        typer.echo("error: --queues needs CONVEYOR_BROKER_URL (a Celery broker)", err=True)
+        raise typer.Exit(2)
     supervisor = Supervisor(settings, burst=burst)
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:

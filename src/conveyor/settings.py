@@ -78,7 +78,13 @@ class Settings(BaseSettings):
     #: ``proxy`` streams downloads through conveyor; ``redirect`` answers 307 to a presigned
     #: URL (S3 only; the URL carries no ETag, nosniff or CSP headers of conveyor's).
     downloads: Literal["proxy", "redirect"] = "proxy"
+    #: ``amqp://...`` or ``redis://...``: scale-out on Celery (PostgreSQL and a shared storage).
     broker_url: str | None = None
+    #: Scale-out: pipeline-to-queue routes, ``media=heavy,pdf=heavy``; others go to ``conveyor``.
+    queues: CsvList = Field(default_factory=list)
+    #: Scale-out with ``file://`` storage: the operator declares every machine mounts the same
+    #: directory (NFS, a shared volume).
+    shared_filesystem: bool = False
 
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
     job_timeout_s: float = Field(default=600.0, gt=0)
@@ -168,9 +174,11 @@ class Settings(BaseSettings):
     def unsupported(self) -> str | None:
         """Why this configuration cannot run (a feature not built yet), or None."""
         if self.broker_url:
-            return ("CONVEYOR_BROKER_URL is set, but the Celery scale-out engine is not "
-                    "implemented yet: run `conveyor worker` on each machine against a shared "
-                    "PostgreSQL (CONVEYOR_DATABASE_URL) instead")
+            from conveyor.dispatch.routing import refusal
+
+            problem = refusal(self)
+            if problem:
+                return problem
         if self.storage_url and not self.storage_url.startswith(("file://", "s3://")):
             return ("CONVEYOR_STORAGE_URL must be file://... or s3://bucket/prefix, not "
                     f"{self.storage_url.split(':', 1)[0]}://")

@@ -27,6 +27,7 @@ from conveyor.api.requestlog import ConveyorApp
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
 from conveyor.api.services import Services
+from conveyor.dispatch.serving import ServeEngine
 from conveyor.processors.builtin import build_registry
 from conveyor.settings import Settings
 from conveyor.storage import from_url
@@ -53,18 +54,24 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     if problem:
         raise ValueError(problem)
     embedded = settings.workers if workers is None else workers
+    if settings.broker_url:
+        embedded = 0  # Celery workers run the jobs (conveyor worker with the broker set)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.run_dir.mkdir(parents=True, exist_ok=True)
+        scaleout = ServeEngine(settings) if settings.broker_url else None
         store = Store(
             settings.db_url,
             run_dir=settings.run_dir,
             retention_s=settings.retention.total_seconds(),
             default_webhook_url=settings.webhook_url,
+            dispatcher=scaleout.dispatcher if scaleout else None,
         )
         await to_thread.run_sync(store.migrate)
+        if scaleout is not None:
+            scaleout.start(store)
         storage = from_url(settings)
         grace = sweep_grace(storage, settings.storage_sweep_grace.total_seconds())
         await startup_sweep(store, storage, grace)
@@ -97,6 +104,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
             if svc.supervisor is not None and thread is not None:
                 svc.supervisor.stop()
                 await to_thread.run_sync(thread.join)
+            if scaleout is not None:
+                await to_thread.run_sync(scaleout.stop)
             store.close()
 
     app = ConveyorApp(

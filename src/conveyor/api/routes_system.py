@@ -15,6 +15,7 @@ from conveyor import __version__
 from conveyor.api.room import free_space, short_of_room
 from conveyor.api.services import Services, services
 from conveyor.api.views import PipelineOut
+from conveyor.dispatch.status import metric_gauges, scaleout_status
 from conveyor.errors import InsufficientStorage
 from conveyor.problems import Problem, problem_schema
 from conveyor.storage import StorageError
@@ -54,7 +55,10 @@ async def readyz(svc: Svc) -> dict[str, Any]:
     short = short_of_room(free, svc.settings.min_free_bytes)
     if short is not None:
         raise Problem(503, "not_ready", short, checks=checks)
-    if svc.supervisor is not None:
+    scaleout = await to_thread.run_sync(scaleout_status, svc.settings, svc.store)
+    if scaleout is not None:
+        checks.update(scaleout)  # shown, not gating: uploads are accepted without a broker
+    elif svc.supervisor is not None:
         alive = svc.supervisor.alive_workers()
         checks["workers"] = alive
         outage = svc.supervisor.outage()
@@ -93,6 +97,8 @@ async def metrics(svc: Svc) -> Response:
                {"": 1.0 if svc.drain.draining else 0.0})
         yield ("conveyor_uploads_in_flight", "Uploads being received now.",
                {"": svc.drain.uploads})
+        yield from metric_gauges(scaleout)
 
+    scaleout = await to_thread.run_sync(scaleout_status, svc.settings, svc.store)
     body = await to_thread.run_sync(exposition, LiveCollector(live))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

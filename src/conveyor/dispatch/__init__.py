@@ -24,10 +24,18 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Runnable:
-    """A job that may run from ``run_after`` (UNIX seconds) on."""
+    """A job that may run from ``run_after`` (UNIX seconds) on.
+
+    A new job also carries what routing needs (``pipeline``, ``priority``, ``timeout_s``), so
+    a broker dispatcher publishes it without reading the row back; elsewhere ``pipeline`` is
+    None and the dispatcher reads them.
+    """
 
     job_id: str
     run_after: float
+    pipeline: str | None = None
+    priority: int = 0
+    timeout_s: float = 0.0
 
 
 class Dispatcher(Protocol):

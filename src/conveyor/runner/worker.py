@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from conveyor.digest import file_digest
+from conveyor.dispatch import Dispatcher
 from conveyor.errors import InsufficientStorage, LeaseLost, ProcessorError
 from conveyor.models import ErrorCode, JobError, JobState
 from conveyor.notify import JOBS
@@ -71,7 +72,8 @@ def _cap_memory(megabytes: int) -> None:
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str, pipe: Connection | None = None) -> None:
+    def __init__(self, settings: Settings, worker_id: str, pipe: Connection | None = None, *,
+                 dispatcher: Dispatcher | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id
         self.pipe = pipe
@@ -81,6 +83,7 @@ class Worker:
             retention_s=settings.retention.total_seconds(),
             default_webhook_url=settings.webhook_url,
             durable=False,
+            dispatcher=dispatcher,
         )
         # Workers are synchronous: each storage call runs to completion (see storage.blocking).
         self.storage = BlockingStorage(from_url(settings))

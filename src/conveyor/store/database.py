@@ -54,8 +54,9 @@ class Tx:
     def execute(self, stmt: Executable, params: Any = None) -> CursorResult[Any]:
         return self.conn.execute(stmt, params)
 
-    def made_runnable(self, job_id: str, run_after: float) -> None:
-        self.runnable.append(Runnable(job_id, run_after))
+    def made_runnable(self, job_id: str, run_after: float, *, pipeline: str | None = None,
+                      priority: int = 0, timeout_s: float = 0.0) -> None:
+        self.runnable.append(Runnable(job_id, run_after, pipeline, priority, timeout_s))
 
 
 _STATE_AFTER = {"job.started": "running", "job.retrying": "queued"}

@@ -64,7 +64,8 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
         # Recorded so a worker's log lines name the request that created the job.
         data["request_id"] = request_id
     event_log.append(tx, new.id, EventType.QUEUED, data, now)
-    tx.made_runnable(new.id, now)
+    tx.made_runnable(new.id, now, pipeline=new.pipeline, priority=new.priority,
+                     timeout_s=new.timeout_s)
     return row
 
 

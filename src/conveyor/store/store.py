@@ -7,6 +7,7 @@
     store.events       the event log read by SSE and replay                        (events.py)
     store.outbox       webhook messages and their delivery attempts                (outbox.py)
     store.maintenance  reaping expired leases, retention                           (maintenance.py)
+    store.dispatching  broker messages sent, Celery worker nodes (scale-out)       (dispatching.py)
 
 State changes are single conditional writes (transitions.py). Each part shares one
 :class:`~conveyor.store.database.Database`: the engines, write transactions, and the after-commit
@@ -22,6 +23,7 @@ from conveyor import notify
 from conveyor.dispatch import Dispatcher
 from conveyor.store.attempts import Attempts
 from conveyor.store.database import Database
+from conveyor.store.dispatching import Dispatching
 from conveyor.store.events import EventLog
 from conveyor.store.jobs import Jobs
 from conveyor.store.maintenance import Maintenance
@@ -48,6 +50,7 @@ class Store:
         self.events = EventLog(self.db)
         self.outbox = Outbox(self.db)
         self.maintenance = Maintenance(self.db)
+        self.dispatching = Dispatching(self.db)
 
     @property
     def pg(self) -> bool:

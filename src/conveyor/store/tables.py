@@ -62,6 +62,11 @@ jobs = Table(
     Column("updated_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("deleted_at", Float),
+    # Scale-out (0002): when the last broker message for this job was published, and how many
+    # were; the reconciler republishes a due job whose message was never sent or predates its
+    # last requeue (dispatched_at < run_after).
+    Column("dispatched_at", Float),
+    Column("dispatches", Integer, nullable=False, server_default="0"),
 )
 Index("ix_jobs_claim", jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_lease", jobs.c.state, jobs.c.lease_expires_at)
@@ -125,3 +130,18 @@ deliveries = Table(
     Column("outcome", String(16), nullable=False),  # delivered | retry | disabled | failed
 )
 Index("ix_deliveries_job", deliveries.c.job_id, deliveries.c.id)
+
+#: Celery worker nodes, upserted by their watchdog bootstep: /readyz and /metrics count the live
+#: ones whatever the broker (scale-out, 0002).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", Text, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("running", Integer, nullable=False, server_default="0"),
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+)
