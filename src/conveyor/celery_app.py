@@ -18,10 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, signals
+from celery.exceptions import Reject
+from sqlalchemy.exc import SQLAlchemyError
 
 from conveyor.dispatch.routing import DEFAULT_QUEUE, LONGEST_JOB_S, MAX_PRIORITY
 from conveyor.settings import Settings
@@ -95,7 +98,17 @@ def run_job(job_id: str) -> None:
     worker = _child.worker
     if worker is None:  # not in a prefork child (a solo pool): build one here
         worker = _child.worker = _make_worker(_settings())
-    claim = worker.store.attempts.claim(job_id, worker.worker_id, worker.settings.lease_s)
+    try:
+        claim = worker.store.attempts.claim(job_id, worker.worker_id, worker.settings.lease_s)
+    except (SQLAlchemyError, OSError) as exc:
+        # The database cannot be reached (a partition, a restart). Acking now would lose the
+        # only message of a job that stays queued (the reconciler republishes only jobs with
+        # no message since they became runnable): give it back to the broker instead, after a
+        # pause so an outage does not turn into a hot redelivery loop.
+        log.warning("job %s: cannot claim (%s); the message goes back to the broker", job_id,
+                    type(exc).__name__)
+        time.sleep(1.0)
+        raise Reject(str(exc), requeue=True) from None
     if claim is None:
         log.debug("job %s is not runnable now: message dropped", job_id)
         return
