@@ -22,6 +22,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+#: The one tenant of a server that runs without keys (and the owner of jobs made before 0003).
+DEFAULT_TENANT = "default"
+
 #: SQLite only auto-increments an ``INTEGER PRIMARY KEY``.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -50,7 +53,8 @@ jobs = Table(
     Column("error_retryable", Boolean),
     Column("parent_id", String(32)),
     Column("webhook_url", Text),
-    Column("idempotency_key", String(300), unique=True),
+    # Unique per tenant (0003): ux_jobs_idempotency below.
+    Column("idempotency_key", String(300)),
     Column("run_after", Float, nullable=False),
     Column("lease_token", String(64)),
     Column("lease_expires_at", Float),
@@ -67,11 +71,15 @@ jobs = Table(
     # last requeue (dispatched_at < run_after).
     Column("dispatched_at", Float),
     Column("dispatches", Integer, nullable=False, server_default="0"),
+    # Tenants (0003): the job's owner. The implicit tenant of an open server is ``default``.
+    Column("tenant_id", String(64), nullable=False, server_default=DEFAULT_TENANT),
 )
 Index("ix_jobs_claim", jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_lease", jobs.c.state, jobs.c.lease_expires_at)
 Index("ix_jobs_parent", jobs.c.parent_id)
 Index("ix_jobs_expires", jobs.c.expires_at)
+Index("ix_jobs_tenant", jobs.c.tenant_id, jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
+Index("ux_jobs_idempotency", jobs.c.tenant_id, jobs.c.idempotency_key, unique=True)
 
 artifacts = Table(
     "artifacts",
@@ -144,4 +152,51 @@ workers = Table(
     Column("running", Integer, nullable=False, server_default="0"),
     Column("started_at", Float, nullable=False),
     Column("seen_at", Float, nullable=False),
+)
+
+#: Tenants (0003): who owns jobs and keys, their webhook secrets and quotas (NULL: no limit).
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("deleted_at", Float),
+    # Standard Webhooks secret (``whsec_...``); NULL: the server-wide CONVEYOR_WEBHOOK_SECRET.
+    # During a rotation the previous secret signs too, until ``webhook_secret_previous_until``.
+    Column("webhook_secret", Text),
+    Column("webhook_secret_previous", Text),
+    Column("webhook_secret_previous_until", Float),
+    Column("max_queued", Integer),
+    Column("max_running", Integer),
+    Column("max_upload_bytes", BigInteger),
+    Column("bytes_per_day", BigInteger),
+    Column("storage_bytes", BigInteger),
+    Column("requests_per_s", Float),
+    # Fair scheduling: when a worker last claimed one of this tenant's jobs.
+    Column("last_claimed_at", Float, nullable=False, server_default="0"),
+)
+
+#: API keys (0003): only a hash of the secret is stored; the prefix names the key in lists/logs.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("hash", String(128), nullable=False),
+    Column("scopes", Text, nullable=False),  # space-separated: jobs:read jobs:write admin
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+)
+Index("ix_api_keys_tenant", api_keys.c.tenant_id)
+
+#: Bytes uploaded per tenant per UTC day (0003), for the ``bytes_per_day`` quota.
+tenant_usage = Table(
+    "tenant_usage",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("bytes", BigInteger, nullable=False, server_default="0"),
 )
