@@ -20,7 +20,7 @@ from ulid import ULID
 from conveyor.auth.keys import KeyLookup, generate
 from conveyor.errors import TenantConflict, TenantNotFound
 from conveyor.store.database import Database
-from conveyor.store.tables import DEFAULT_TENANT, api_keys, tenants
+from conveyor.store.tables import DEFAULT_TENANT, api_keys, jobs, tenants
 from conveyor.webhooks.signing import generate_secret
 
 #: The quota columns, in the order the CLI and the API list them (NULL: no limit).
@@ -160,13 +160,16 @@ class Tenants:
                 webhook_secret_previous_until=now + overlap_s if previous else None))
         return secret
 
-    def webhook_secrets(self, tenant_id: str, now: float | None = None) -> builtins.list[str]:
-        """The secrets a tenant's webhooks are signed with now (none: the server-wide one)."""
+    def secrets_for_job(self, job_id: str, now: float | None = None) -> builtins.list[str]:
+        """The secrets the job's webhooks are signed with now: its tenant's, the previous one
+        too during a rotation; none: the server-wide secret."""
         now = time.time() if now is None else now
+        stmt = (select(tenants.c.webhook_secret, tenants.c.webhook_secret_previous,
+                       tenants.c.webhook_secret_previous_until)
+                .select_from(jobs.join(tenants, tenants.c.id == jobs.c.tenant_id))
+                .where(jobs.c.id == job_id))
         with self.db.reader.connect() as conn:
-            row = conn.execute(select(
-                tenants.c.webhook_secret, tenants.c.webhook_secret_previous,
-                tenants.c.webhook_secret_previous_until).where(tenants.c.id == tenant_id)).first()
+            row = conn.execute(stmt).first()
         if row is None or row[0] is None:
             return []
         found = [row[0]]
