@@ -24,6 +24,7 @@ _NEW_JOB_COLUMNS = (
     "id", "state", "pipeline", "options", "priority", "max_attempts", "timeout_s", "input_key",
     "input_filename", "input_size", "input_sha256", "media_type", "declared_type", "parent_id",
     "webhook_url", "idempotency_key", "run_after", "created_at", "updated_at", "expires_at",
+    "tenant_id",
 )
 _INSERT_JOB = text(
     f"INSERT INTO jobs ({', '.join(_NEW_JOB_COLUMNS)}) "
@@ -54,6 +55,7 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
         "created_at": now,
         "updated_at": now,
         "expires_at": now + retention_s,
+        "tenant_id": new.tenant_id,
     }
     row = tx.execute(_INSERT_JOB, values).one()
     data: dict[str, Any] = {"pipeline": new.pipeline}
@@ -102,15 +104,17 @@ class Jobs:
         except IntegrityError:
             if new.idempotency_key is None:
                 raise
-            existing = self.by_idempotency_key(new.idempotency_key)
+            existing = self.by_idempotency_key(new.tenant_id, new.idempotency_key)
             if existing is None:
                 raise
             return existing, False
         return Job.from_row(row), True
 
-    def by_idempotency_key(self, key: str) -> Job | None:
+    def by_idempotency_key(self, tenant_id: str, key: str) -> Job | None:
+        """The tenant's job made with this Idempotency-Key (keys are per tenant)."""
         with self.db.reader.connect() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.idempotency_key == key)).first()
+            row = conn.execute(select(jobs).where(jobs.c.tenant_id == tenant_id,
+                                                  jobs.c.idempotency_key == key)).first()
             return self._load(conn, row)
 
     def get(self, job_id: str) -> Job | None:
@@ -134,10 +138,14 @@ class Jobs:
         parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tenant_id: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Newest first. ``cursor`` is the last id of the previous page (ids sort by time)."""
+        """Newest first. ``cursor`` is the last id of the previous page (ids sort by time).
+        ``tenant_id`` None lists every tenant's jobs."""
         now = time.time()
         stmt = select(jobs).where(jobs.c.deleted_at.is_(None), jobs.c.expires_at > now)
+        if tenant_id is not None:
+            stmt = stmt.where(jobs.c.tenant_id == tenant_id)
         if state:
             stmt = stmt.where(jobs.c.state == state)
         if pipeline:
