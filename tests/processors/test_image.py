@@ -12,6 +12,11 @@ from conveyor.processors.image import ImageOptions, _plan
 from .conftest import Run, photo, save_jpeg
 
 
+@pytest.fixture(autouse=True)
+def _both_engines(image_engine: str) -> None:
+    """Every test here runs on libvips and on Pillow."""
+
+
 def test_default_renditions_from_a_jpeg(run: Run, tmp_path: Path) -> None:
     src = save_jpeg(tmp_path / "p.jpg", 3000, 2000)
     out = run("image", src)
