@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from conveyor.errors import ProcessorError
 
 if TYPE_CHECKING:
-
     import pyvips
 
 #: Pillow format name -> the libvips loader that must read it. Formats not here (BMP, and
