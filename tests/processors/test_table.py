@@ -220,11 +220,11 @@ def test_latin1_byte_past_the_encoding_sample(run: Run, tmp_path: Path) -> None:
     from conveyor.processors.table_text import ENCODING_SAMPLE_BYTES
 
     src = tmp_path / "late.csv"
-    rows = ENCODING_SAMPLE_BYTES // 20 + 10  # ~20 bytes a line: the accent lands past 1 MiB
+    rows = ENCODING_SAMPLE_BYTES // 22 + 10  # 22 bytes a line: the accent lands past 1 MiB
     with open(src, "wb") as fh:
         fh.write(b"id,city\n")
         for i in range(rows):
-            fh.write(b"%d,Paris%07d\n" % (i, i))
+            fh.write(b"%08d,Paris%07d\n" % (i, i))
         fh.write("99999999,Besançon\n".encode("latin-1"))
     assert src.stat().st_size > ENCODING_SAMPLE_BYTES
     out = run("table", src)
