@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     #: Decompression-bomb cap of the ``image`` processor, in pixels (checked from the header).
     max_image_pixels: Annotated[int, BeforeValidator(_blank_is_default)] = Field(
         default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
+    #: Pixel engine of the ``image`` processor: ``vips`` (libvips, shrink-on-load, streaming;
+    #: Pillow still reads BMP and HEIC) or ``pillow`` (Pillow only).
+    image_engine: Literal["vips", "pillow"] = "vips"
     #: Caps of the ``archive`` processor: entries, inflated bytes, inflated / compressed ratio.
     archive_max_entries: Annotated[int, BeforeValidator(_blank_is_default)] = Field(
         default=DEFAULT_ARCHIVE_MAX_ENTRIES, ge=1)

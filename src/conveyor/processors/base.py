@@ -64,6 +64,8 @@ class ProcessorLimits:
     archive_max_entries: int = DEFAULT_ARCHIVE_MAX_ENTRIES
     archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
     archive_max_ratio: float = DEFAULT_ARCHIVE_MAX_RATIO
+    #: Not a cap but the ``image`` processor's pixel engine (``CONVEYOR_IMAGE_ENGINE``).
+    image_engine: str = "vips"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessorLimits:
@@ -73,6 +75,7 @@ class ProcessorLimits:
             archive_max_entries=settings.archive_max_entries,
             archive_max_bytes=settings.archive_max_bytes,
             archive_max_ratio=settings.archive_max_ratio,
+            image_engine=settings.image_engine,
         )
 
 
