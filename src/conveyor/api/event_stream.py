@@ -6,7 +6,7 @@ socket gets a small fixed send buffer, and a write that the reader does not drai
 time-out drops the stream: the connection is aborted (its unsent bytes freed at once) and the
 subscriber unsubscribed. The client resumes with ``Last-Event-ID`` when it reads again.
 
-Memory per subscriber is thus bounded: its hub queue (``hub.QUEUE_SIZE`` shared events), one
+Memory per subscriber is thus bounded: its hub queue (``subscriber.QUEUE_SIZE`` shared events), one
 write of at most that many events, uvicorn's transport buffer and :data:`SEND_BUFFER`.
 """
 
