@@ -40,6 +40,7 @@ from conveyor.problems import Problem, problem_schema
 from conveyor.processors.sniff import sniff
 from conveyor.storage import Writer, input_key
 from conveyor.store import Job, NewJob, tombstoned_or_expired
+from conveyor.store.tables import DEFAULT_TENANT
 from conveyor.telemetry import metrics
 from conveyor.webhooks.ssrf import AllowList, UnsafeUrl, check_url
 
@@ -230,9 +231,13 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
 
 async def _commit(
     svc: Services, job_id: str, writer: Writer, got: Received, params: JobParams,
-    pipeline: str, options: Any, idempotency_key: str | None,
+    pipeline: str, options: Any, idempotency_key: str | None, tenant_id: str = DEFAULT_TENANT,
 ) -> tuple[Job, bool]:
-    """Complete the input (durable and visible), commit the job row: only then answer 202."""
+    """Complete the input (durable and visible), commit the job row: only then answer 202.
+
+    With ``reuse``, the row is committed already succeeded when ``tenant_id`` has a matching
+    result (:mod:`conveyor.store.reuse`); the uploaded bytes are kept as this job's input.
+    """
     key = input_key(job_id)
     filename = clean_filename(got.filename)
     media_type = sniff(got.head, filename, got.declared_type)
@@ -255,9 +260,14 @@ async def _commit(
             timeout_s=params.timeout_s or svc.settings.job_timeout_s,
             webhook_url=params.webhook_url,
             idempotency_key=idempotency_key,
+            processor_version=svc.registry.version(pipeline),
         )
         try:
-            job, created = await to_thread.run_sync(svc.store.jobs.create, new)
+            if params.reuse:
+                job, created, _reused_from = await to_thread.run_sync(
+                    svc.store.reuse.create, new, tenant_id)
+            else:
+                job, created = await to_thread.run_sync(svc.store.jobs.create, new)
         except BaseException:
             await svc.storage.delete(key)
             raise

@@ -137,6 +137,8 @@ class NewJob:
     parent_id: str | None = None
     webhook_url: str | None = None
     idempotency_key: str | None = None
+    #: The pipeline's processor version(s) (``Registry.version``), recorded for ``reuse``.
+    processor_version: str | None = None
 
 
 @dataclass(slots=True)
