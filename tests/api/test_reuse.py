@@ -84,6 +84,8 @@ def test_reuse_hit_runs_nothing_and_shares_the_artifacts(srv: Server, tmp_path: 
     assert resp.status_code == 202 and resp.json()["state"] == "succeeded", resp.text
     time.sleep(0.5)
     assert len(list(marks.iterdir())) == 1
+    metrics = httpx.get(f"{srv.url}/metrics", timeout=10).text
+    assert "conveyor_jobs_reused_total 2.0" in metrics.splitlines()
 
 
 def test_no_reuse_unless_asked(srv: Server) -> None:
@@ -154,22 +156,28 @@ def test_deleting_one_job_keeps_the_others_artifacts(srv: Server, delete_first: 
     assert not [k for k in stored if k.startswith(f"artifacts/{original['id']}/")], stored
 
 
+def _expire(srv: Server, job_id: str) -> None:
+    """Let the retention sweep take ``job_id`` now (as if its retention had run out)."""
+    _sql(srv, "UPDATE jobs SET expires_at = ? WHERE id = ?", time.time() - 1, job_id)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and httpx.get(
+            f"{srv.url}/v1/jobs/{job_id}").status_code != 410:
+        time.sleep(0.1)
+    assert httpx.get(f"{srv.url}/v1/jobs/{job_id}").status_code == 410
+
+
 def test_retention_sweep_keeps_shared_artifacts(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(CONVEYOR_RETENTION="8s", CONVEYOR_SWEEP_INTERVAL_S="0.5",
-                         CONVEYOR_WORKERS="1")
+    srv = server_factory(CONVEYOR_SWEEP_INTERVAL_S="0.5", CONVEYOR_WORKERS="1")
     original = _done(srv, b"kept while used")
-    time.sleep(4)
     reused = _post(srv, b"kept while used", reuse="true")
     assert reused["state"] == "succeeded"
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and httpx.get(
-            f"{srv.url}/v1/jobs/{original['id']}").status_code != 410:
-        time.sleep(0.1)
-    assert httpx.get(f"{srv.url}/v1/jobs/{original['id']}").status_code == 410
+    _expire(srv, original["id"])
     resp = _artifact(srv, reused["id"])
     assert resp.status_code == 200 and resp.content == b"kept while used"
+    assert srv.stored(f"artifacts/{original['id']}/")
 
+    _expire(srv, reused["id"])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and srv.stored():
         time.sleep(0.1)

@@ -264,8 +264,10 @@ async def _commit(
         )
         try:
             if params.reuse:
-                job, created, _reused_from = await to_thread.run_sync(
+                job, created, reused_from = await to_thread.run_sync(
                     svc.store.reuse.create, new, tenant_id)
+                if reused_from is not None:
+                    metrics.JOBS_REUSED.inc()
             else:
                 job, created = await to_thread.run_sync(svc.store.jobs.create, new)
         except BaseException:

@@ -134,6 +134,7 @@ class Registry:
                     "steps": list(pipe.steps),
                     "accepts": accepts,
                     "options_schema": self.options_schema(name),
+                    "version": self.version(name),
                 }
             )
         return out
