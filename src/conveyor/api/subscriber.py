@@ -74,6 +74,8 @@ class Subscriber:
         #: The last event id written directly (valid while direct).
         self.sent = 0
         self._direct: ConnectionControl | None = None
+        #: Whether the direct socket's response is chunked (fixed once the response started).
+        self._chunked = True
         #: Resolved when direct mode ends: True = the stream is over, False = back to the queue.
         self._woken: asyncio.Future[bool] | None = None
 
@@ -89,6 +91,7 @@ class Subscriber:
             return None
         self.sent = sent
         self._direct = control
+        self._chunked = control.chunked
         self._woken = asyncio.get_running_loop().create_future()
         return self._woken
 
@@ -105,8 +108,7 @@ class Subscriber:
             woken.set_result(over)
 
     def _write(self, control: ConnectionControl, data: bytes, framed: bytes | None) -> None:
-        control.write((framed if framed is not None else chunk(data))
-                      if control.chunked else data)
+        control.write((framed if framed is not None else chunk(data)) if self._chunked else data)
 
     def _after_write(self, control: ConnectionControl) -> None:
         if control.closing():
@@ -124,7 +126,7 @@ class Subscriber:
                 self.offer(wire)
             return
         if batch.first > self.sent and not (self.job_id is not None and batch.terminal):
-            self._write(control, batch.data, batch.chunked if control.chunked else None)
+            self._write(control, batch.data, batch.chunked if self._chunked else None)
             self.sent = batch.last
             self._after_write(control)
             return
