@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from conveyor import Client
 from tests.conftest import Server, module_server
 
 
@@ -86,6 +87,17 @@ def test_reuse_hit_runs_nothing_and_shares_the_artifacts(srv: Server, tmp_path: 
     assert len(list(marks.iterdir())) == 1
     metrics = httpx.get(f"{srv.url}/metrics", timeout=10).text
     assert "conveyor_jobs_reused_total 2.0" in metrics.splitlines()
+
+
+def test_the_python_client_asks_for_reuse(srv: Server, tmp_path: Path) -> None:
+    source = tmp_path / "in.bin"
+    source.write_bytes(b"client bytes")
+    with Client(srv.url) as client:
+        first = client.wait(client.submit(source, pipeline="echo")["id"], timeout=60)
+        assert first["state"] == "succeeded"
+        again = client.submit(source, pipeline="echo", reuse=True)
+    assert again["state"] == "succeeded" and again["attempts"] == 0
+    assert again["artifacts"][0]["sha256"] == first["artifacts"][0]["sha256"]
 
 
 def test_no_reuse_unless_asked(srv: Server) -> None:
