@@ -3,8 +3,10 @@ identical job's result and artifacts, shared safely between the two."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,29 @@ from tests.conftest import Server, module_server
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from module_server(tmp_path_factory, "reuse", CONVEYOR_WORKERS="1")
+    yield from module_server(tmp_path_factory, "reuse", CONVEYOR_WORKERS="1",
+                             CONVEYOR_WEBHOOK_ALLOW_PRIVATE="true")
+
+
+@pytest.fixture
+def hooks() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A loopback webhook receiver that answers 204 and keeps every body it was sent."""
+    bodies: list[dict[str, Any]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", bodies
+    httpd.shutdown()
+    httpd.server_close()
 
 
 def _post(srv: Server, data: bytes, pipeline: str = "echo", options: Any = None,
@@ -98,6 +122,20 @@ def test_the_python_client_asks_for_reuse(srv: Server, tmp_path: Path) -> None:
         again = client.submit(source, pipeline="echo", reuse=True)
     assert again["state"] == "succeeded" and again["attempts"] == 0
     assert again["artifacts"][0]["sha256"] == first["artifacts"][0]["sha256"]
+
+
+def test_a_reused_job_sends_its_webhook(srv: Server,
+                                        hooks: tuple[str, list[dict[str, Any]]]) -> None:
+    url, bodies = hooks
+    first = _done(srv, b"hooked")
+    reused = _post(srv, b"hooked", reuse="true", webhook_url=url)
+    assert reused["state"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not bodies:
+        time.sleep(0.1)
+    assert len(bodies) == 1, bodies
+    text = json.dumps(bodies[0])
+    assert "job.succeeded" in text and reused["id"] in text and first["id"] in text
 
 
 def test_no_reuse_unless_asked(srv: Server) -> None:
