@@ -1,15 +1,19 @@
-"""Result reuse in the store, on SQLite and PostgreSQL: what is copied, what a delete keeps, and
-a delete racing a reuse of the same job."""
+"""Result reuse in the store, on SQLite and PostgreSQL: what is copied, what a delete keeps, a
+delete racing a reuse of the same job, and migration 0006 on a database that predates it."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect
 from ulid import ULID
 
 from conveyor.storage import artifact_key, input_key
 from conveyor.store import Artifact, NewJob
+from conveyor.store.db import MIGRATIONS, migrate
 from tests.engine.conftest import Engine
 
 DATA = b"reused input"
@@ -94,3 +98,28 @@ def test_delete_racing_a_reuse_never_loses_a_shared_key(engine: Engine) -> None:
         else:
             assert results["reuse"] is None and key in removed
         engine.store.jobs.delete(new.id)
+
+
+def test_migration_0006_adds_what_an_older_database_lacks(engine: Engine) -> None:
+    writer = engine.store.db.writer
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with writer.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+
+    def schema() -> tuple[set[str], set[str], set[str]]:
+        found = inspect(writer)
+        return ({c["name"] for c in found.get_columns("jobs")},
+                {i["name"] for i in found.get_indexes("jobs")},
+                {i["name"] for i in found.get_indexes("artifacts")})
+
+    columns, job_indexes, artifact_indexes = schema()
+    assert "processor_version" not in columns and "ix_jobs_reuse" not in job_indexes
+    migrate(writer)
+    migrate(writer)  # idempotent
+    columns, job_indexes, artifact_indexes = schema()
+    assert "processor_version" in columns and "ix_jobs_reuse" in job_indexes
+    assert "ix_artifacts_storage_key" in artifact_indexes
+    original, _key = _original(engine)
+    assert engine.store.reuse.create(_new(), "default")[2] == original
