@@ -100,6 +100,28 @@ def test_delete_racing_a_reuse_never_loses_a_shared_key(engine: Engine) -> None:
         engine.store.jobs.delete(new.id)
 
 
+def test_deleting_both_sharers_at_once_removes_the_key_once(engine: Engine) -> None:
+    for _ in range(10):
+        original, key = _original(engine)
+        new = _new()
+        assert engine.store.reuse.create(new, "default")[2] == original
+        removed: list[list[str]] = []
+        start = threading.Barrier(2)
+
+        def delete(job_id: str, start: threading.Barrier = start,
+                   removed: list[list[str]] = removed) -> None:
+            start.wait()
+            removed.append(engine.store.jobs.delete(job_id))
+
+        threads = [threading.Thread(target=delete, args=(j,)) for j in (original, new.id)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        # Exactly one of the two deletes saw itself as the last to name the key.
+        assert sum(keys.count(key) for keys in removed) == 1, removed
+
+
 def test_migration_0006_adds_what_an_older_database_lacks(engine: Engine) -> None:
     writer = engine.store.db.writer
     config = Config()

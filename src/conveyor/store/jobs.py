@@ -31,6 +31,11 @@ _INSERT_JOB = text(
     f"VALUES ({', '.join(':' + c for c in _NEW_JOB_COLUMNS)}) RETURNING *"
 )
 
+#: Transaction-level advisory locks on storage keys (the two-int form: its key space is apart
+#: from the single-bigint locks in store/db.py, store/events.py and store/dispatching.py).
+_KEY_LOCKS = 0x52555345
+_LOCK_KEY = text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))")
+
 
 def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
     """Insert a queued job with its ``job.queued`` event; it is dispatched after the commit."""
@@ -244,6 +249,12 @@ class Jobs:
                 tx.execute(select(artifacts.c.storage_key).where(artifacts.c.job_id == job_id))
                 .scalars()
             )
+            if self.db.pg:
+                # Two jobs sharing keys deleted at once would each see the other's rows and
+                # keep the keys for ever: deletes of the same keys take turns (sorted: no
+                # deadlock), so the second sees the first's rows gone. SQLite serialises writers.
+                for key in sorted(set(own)):
+                    tx.execute(_LOCK_KEY, {"space": _KEY_LOCKS, "key": key})
             tx.execute(delete(artifacts).where(artifacts.c.job_id == job_id))
             shared = set(
                 tx.execute(select(artifacts.c.storage_key).where(artifacts.c.storage_key.in_(own)))

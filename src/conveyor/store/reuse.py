@@ -10,7 +10,9 @@ Shared keys stay as long as any artifact row names them: :meth:`conveyor.store.j
 returns only the keys no other row references, and :meth:`Reuse.referenced` tells the prefix
 clean-up which keys to keep. On PostgreSQL the earlier job's row is locked (``FOR UPDATE``)
 while its rows are copied, and a delete tombstones that row before it counts references, so
-a copy and a delete of the same job are serialised either way; SQLite serialises writers.
+a copy and a delete of the same job are serialised either way; two deletes of jobs sharing keys
+take turns on advisory locks named by the keys, so one of them removes each key. SQLite
+serialises writers.
 """
 
 from __future__ import annotations
