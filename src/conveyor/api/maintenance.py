@@ -52,10 +52,21 @@ def sweep_grace(storage: Storage, grace_s: float) -> float:
 
 
 async def remove_job_data(store: Store, storage: Storage, job_id: str) -> None:
-    """Tombstone the job (later reads answer 410), then delete its input and its artifacts."""
+    """Tombstone the job (later reads answer 410), then delete its input and its artifacts.
+
+    Artifacts another job reuses (the same storage keys, see :mod:`conveyor.store.reuse`) stay
+    until the last job naming them goes.
+    """
     for key in await to_thread.run_sync(store.jobs.delete, job_id):
         await storage.delete(key)
-    await storage.delete_prefix(artifacts_prefix(job_id))
+    prefix = artifacts_prefix(job_id)
+    kept = await to_thread.run_sync(store.reuse.referenced, prefix)
+    if not kept:
+        await storage.delete_prefix(prefix)
+        return
+    for key in await storage.keys(prefix):
+        if key not in kept:
+            await storage.delete(key)
 
 
 async def sweep_expired(store: Store, storage: Storage, now: float | None = None) -> int:

@@ -240,7 +240,11 @@ async def _commit(
     svc: Services, job_id: str, writer: Writer, got: Received, params: JobParams,
     pipeline: str, options: Any, tenant: str, idempotency_key: str | None,
 ) -> tuple[Job, bool]:
-    """Complete the input (durable and visible), commit the job row: only then answer 202."""
+    """Complete the input (durable and visible), commit the job row: only then answer 202.
+
+    With ``reuse``, the row is committed already succeeded when ``tenant_id`` has a matching
+    result (:mod:`conveyor.store.reuse`); the uploaded bytes are kept as this job's input.
+    """
     key = input_key(job_id)
     filename = clean_filename(got.filename)
     media_type = sniff(got.head, filename, got.declared_type)
@@ -264,9 +268,16 @@ async def _commit(
             webhook_url=params.webhook_url,
             idempotency_key=idempotency_key,
             tenant_id=tenant,
+            processor_version=svc.registry.version(pipeline),
         )
         try:
-            job, created = await to_thread.run_sync(svc.store.jobs.create, new)
+            if params.reuse:
+                job, created, reused_from = await to_thread.run_sync(
+                    svc.store.reuse.create, new, tenant)
+                if reused_from is not None:
+                    metrics.JOBS_REUSED.inc()
+            else:
+                job, created = await to_thread.run_sync(svc.store.jobs.create, new)
         except BaseException:
             await svc.storage.delete(key)
             raise

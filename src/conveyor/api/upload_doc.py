@@ -19,6 +19,9 @@ _PARAM_DOC = {
     "max_attempts": ("integer", "attempts before the job fails"),
     "timeout_s": ("number", "seconds an attempt may run"),
     "filename": ("string", "the file's name (raw body only; multipart names the part)"),
+    "reuse": ("boolean", "`true`: when this tenant already has a succeeded, live job with the "
+              "same input (sha256), pipeline, options and processor version, the new job is "
+              "created succeeded at once with that result and those artifacts"),
 }
 
 

@@ -124,6 +124,8 @@ class PipelineOut(BaseModel):
     steps: list[str]
     accepts: list[str]
     options_schema: dict[str, Any]
+    #: The processor version(s) jobs of this pipeline record (``reuse`` matches on it).
+    version: str
 
 
 class DeliveryOut(BaseModel):

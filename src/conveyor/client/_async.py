@@ -87,12 +87,13 @@ class AsyncClient(BaseClient):
         idempotency_key: str | None = None,
         filename: str | None = None,
         on_progress: ProgressCallback | None = None,
+        reuse: bool = False,
     ) -> dict[str, Any]:
         """Upload the file at ``path`` (streamed from disk) and return the new job."""
         plan = self.plan_upload(
             path, pipeline=pipeline, options=options, webhook_url=webhook_url,
             priority=priority, max_attempts=max_attempts, timeout_s=timeout_s,
-            idempotency_key=idempotency_key, filename=filename,
+            idempotency_key=idempotency_key, filename=filename, reuse=reuse,
         )
 
         async def body() -> AsyncIterator[bytes]:

@@ -319,6 +319,7 @@ class BaseClient:
         timeout_s: float | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
+        reuse: bool = False,
     ) -> UploadPlan:
         """Everything :meth:`Client.submit` sends, except the bytes themselves."""
         file = Path(path)
@@ -329,6 +330,8 @@ class BaseClient:
         optional = {"webhook_url": webhook_url, "priority": priority,
                     "max_attempts": max_attempts, "timeout_s": timeout_s}
         params.update({k: str(v) for k, v in optional.items() if v is not None})
+        if reuse:
+            params["reuse"] = "true"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key

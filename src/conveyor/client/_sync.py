@@ -76,16 +76,19 @@ class Client(BaseClient):
         idempotency_key: str | None = None,
         filename: str | None = None,
         on_progress: ProgressCallback | None = None,
+        reuse: bool = False,
     ) -> dict[str, Any]:
         """Upload the file at ``path`` (streamed from disk) and return the new job.
 
         ``on_progress(bytes_sent, total)`` is called as chunks go out. With an
-        ``idempotency_key`` seen before, the server returns the first job instead.
+        ``idempotency_key`` seen before, the server returns the first job instead. With
+        ``reuse``, a job made from the same bytes, pipeline, options and processor version is
+        reused: the new job comes back already succeeded.
         """
         plan = self.plan_upload(
             path, pipeline=pipeline, options=options, webhook_url=webhook_url,
             priority=priority, max_attempts=max_attempts, timeout_s=timeout_s,
-            idempotency_key=idempotency_key, filename=filename,
+            idempotency_key=idempotency_key, filename=filename, reuse=reuse,
         )
 
         def body() -> Iterator[bytes]:

@@ -167,6 +167,9 @@ class Processor:
     options: type[BaseModel] = NoOptions
     description: str = ""
     accepts: tuple[str, ...] = ("*/*",)
+    #: The processor's own version: bump it when the same input and options would give another
+    #: result. Jobs record it, and ``reuse`` only reuses a result made by the same version.
+    version: str = "1"
     #: Module path to import lazily; used by the registry to keep heavy imports out of the API.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -187,6 +190,7 @@ def define(
     options: type[BaseModel] = NoOptions,
     description: str = "",
     accepts: Iterable[str] = ("*/*",),
+    version: str = "1",
 ) -> Callable[[ProcessorFn], Processor]:
     """Make ``fn`` a :class:`Processor` named ``name``, registered nowhere.
 
@@ -200,6 +204,7 @@ def define(
             options=options,
             description=description or (fn.__doc__ or "").strip().split("\n")[0],
             accepts=tuple(accepts),
+            version=version,
         )
 
     return decorate

@@ -144,6 +144,8 @@ class NewJob:
     idempotency_key: str | None = None
     #: The owner; a child job takes its parent's.
     tenant_id: str = "default"
+    #: The pipeline's processor version(s) (``Registry.version``), recorded for ``reuse``.
+    processor_version: str | None = None
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@
     store.dispatching  broker messages sent, Celery worker nodes (scale-out)       (dispatching.py)
     store.tenants      tenants, their quotas and webhook secrets                   (tenants.py)
     store.keys         API keys (hashes only)                                      (tenants.py)
+    store.reuse        jobs made succeeded from an earlier job's result (reuse)    (reuse.py)
 
 State changes are single conditional writes (transitions.py). Each part shares one
 :class:`~conveyor.store.database.Database`: the engines, write transactions, and the after-commit
@@ -31,6 +32,7 @@ from conveyor.store.jobs import Jobs
 from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
 from conveyor.store.records import Job
+from conveyor.store.reuse import Reuse
 from conveyor.store.tenants import Keys, Tenants
 
 
@@ -56,6 +58,7 @@ class Store:
         self.dispatching = Dispatching(self.db)
         self.tenants = Tenants(self.db)
         self.keys = Keys(self.db)
+        self.reuse = Reuse(self.db, self.jobs)
 
     @property
     def pg(self) -> bool:

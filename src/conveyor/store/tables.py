@@ -73,6 +73,8 @@ jobs = Table(
     Column("dispatches", Integer, nullable=False, server_default="0"),
     # Tenants (0003): the job's owner. The implicit tenant of an open server is ``default``.
     Column("tenant_id", String(64), nullable=False, server_default=DEFAULT_TENANT),
+    # Result reuse (0006): the pipeline's processor version(s) when the job was made.
+    Column("processor_version", String(1000)),
 )
 Index("ix_jobs_claim", jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_lease", jobs.c.state, jobs.c.lease_expires_at)
@@ -80,6 +82,7 @@ Index("ix_jobs_parent", jobs.c.parent_id)
 Index("ix_jobs_expires", jobs.c.expires_at)
 Index("ix_jobs_tenant", jobs.c.tenant_id, jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ux_jobs_idempotency", jobs.c.tenant_id, jobs.c.idempotency_key, unique=True)
+Index("ix_jobs_reuse", jobs.c.tenant_id, jobs.c.input_sha256)
 
 artifacts = Table(
     "artifacts",
@@ -92,6 +95,8 @@ artifacts = Table(
     Column("storage_key", String(400), nullable=False),
     Column("created_at", Float, nullable=False),
 )
+#: Reused results share storage keys (0006): a key is removed only when no row names it.
+Index("ix_artifacts_storage_key", artifacts.c.storage_key)
 
 events = Table(
     "events",

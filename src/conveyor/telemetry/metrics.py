@@ -64,6 +64,10 @@ EVENT_STREAMS_STALLED = Counter(
     "conveyor_event_streams_stalled",
     "Event streams dropped because the client did not read within the send time-out.",
 )
+JOBS_REUSED = Counter(
+    "conveyor_jobs_reused",
+    "Jobs created succeeded from an earlier identical job's result (reuse=true).",
+)
 UPLOADS_REFUSED_NO_ROOM = Counter(
     "conveyor_uploads_refused_no_room",
     "Uploads refused with 507 because the disk was below CONVEYOR_MIN_FREE_BYTES.",
