@@ -35,6 +35,8 @@ CODES: dict[str, str] = {
     "unknown_pipeline": "no pipeline has that name",
     "bad_parameter": "a parameter (priority, max_attempts, timeout_s, ...) is out of range",
     "bad_webhook_url": "the webhook URL is not allowed (scheme, or a private address)",
+    "url_forbidden": "the URL to import is not allowed (scheme, credentials, or a private "
+    "address; see CONVEYOR_URL_IMPORT_ALLOW_PRIVATE)",
     "not_found": "no such job or artifact",
     "gone": "the job expired or was deleted",
     "conflict": "the job's state does not allow this (or the first upload with this "

@@ -24,6 +24,7 @@ _NEW_JOB_COLUMNS = (
     "id", "state", "pipeline", "options", "priority", "max_attempts", "timeout_s", "input_key",
     "input_filename", "input_size", "input_sha256", "media_type", "declared_type", "parent_id",
     "webhook_url", "idempotency_key", "run_after", "created_at", "updated_at", "expires_at",
+    "input_url",
 )
 _INSERT_JOB = text(
     f"INSERT INTO jobs ({', '.join(_NEW_JOB_COLUMNS)}) "
@@ -54,6 +55,7 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
         "created_at": now,
         "updated_at": now,
         "expires_at": now + retention_s,
+        "input_url": new.input_url,
     }
     row = tx.execute(_INSERT_JOB, values).one()
     data: dict[str, Any] = {"pipeline": new.pipeline}

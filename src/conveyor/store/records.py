@@ -59,6 +59,8 @@ class Job:
     updated_at: float
     expires_at: float
     deleted_at: float | None
+    #: A URL import's source (None for uploads and child jobs).
+    input_url: str | None = None
     artifacts: list[Artifact] = field(default_factory=list)
     children: dict[str, int] | None = None
 
@@ -101,7 +103,13 @@ class Job:
             updated_at=m["updated_at"],
             expires_at=m["expires_at"],
             deleted_at=m["deleted_at"],
+            input_url=m.get("input_url"),
         )
+
+    @property
+    def input_pending(self) -> bool:
+        """A URL import whose bytes no worker has fetched yet."""
+        return self.input_url is not None and not self.input_sha256
 
 
 @dataclass(slots=True)
@@ -137,6 +145,8 @@ class NewJob:
     parent_id: str | None = None
     webhook_url: str | None = None
     idempotency_key: str | None = None
+    #: A URL import: the worker fetches the input from here (size and sha256 "" until then).
+    input_url: str | None = None
 
 
 @dataclass(slots=True)

@@ -73,6 +73,9 @@ jobs = Table(
     Column("dispatches", Integer, nullable=False, server_default="0"),
     # Tenants (0003): the job's owner. The implicit tenant of an open server is ``default``.
     Column("tenant_id", String(64), nullable=False, server_default=DEFAULT_TENANT),
+    # URL import (0005): where a worker fetches the input from. Until it has, input_sha256 is
+    # "" (input_size 0, media_type application/octet-stream) and the API shows them as null.
+    Column("input_url", Text),
 )
 Index("ix_jobs_claim", jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_lease", jobs.c.state, jobs.c.lease_expires_at)
