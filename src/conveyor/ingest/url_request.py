@@ -44,6 +44,8 @@ def _text(name: str, value: Any) -> str:
     if name in _NUMBERS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadParameter(f"{name} must be a number")
+        if isinstance(value, float) and value.is_integer() and name != "timeout_s":
+            return str(int(value))  # 3.0 is the integer 3 in JSON
         return repr(value)
     if not isinstance(value, str):
         raise BadParameter(f"{name} must be a string")
