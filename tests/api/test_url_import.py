@@ -6,14 +6,18 @@ other non-public address stays refused, so a redirect to one is a refusal, never
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from conveyor import AsyncClient, Client, ClientError
 from tests.conftest import Server, module_server
 from tests.origin import CSV, Origin, running_origin
 
@@ -221,3 +225,36 @@ def test_a_json_file_with_query_parameters_is_still_an_upload(srv: Server) -> No
     assert resp.status_code == 202, resp.text
     assert resp.json()["input"]["source_url"] is None
     assert resp.json()["input"]["size"] == 27
+
+
+def test_the_python_client_imports_a_url(srv: Server, origin: Origin) -> None:
+    with Client(srv.url) as client:
+        job = client.submit_url(origin.url("/files/data.csv"), pipeline="probe",
+                                priority=2, filename="renamed.csv")
+        assert job["input"]["filename"] == "renamed.csv" and job["priority"] == 2
+        done = client.wait(job["id"], timeout=60)
+        assert done["state"] == "succeeded"
+        assert done["input"]["sha256"] == hashlib.sha256(CSV).hexdigest()
+        with pytest.raises(ClientError) as err:
+            client.submit_url("http://169.254.169.254/latest/meta-data/")
+        assert err.value.code == "url_forbidden"
+
+    async def via_async() -> dict[str, Any]:
+        async with AsyncClient(srv.url) as client:
+            return await client.submit_url(origin.url("/files/data.csv"), options={})
+
+    assert asyncio.run(via_async())["state"] in ("queued", "running", "succeeded")
+
+
+def test_the_cli_submits_from_a_url_and_waits(srv: Server, origin: Origin) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "submit", "--url", srv.url, "--pipeline", "probe",
+         "--from-url", origin.url("/files/data.csv"), "--from-url", origin.url("/missing"),
+         "--wait"],
+        capture_output=True, text=True, timeout=120, env={**clean, "COLUMNS": "200"})
+    assert done.returncode == 1, done.stderr  # the second job fails
+    ids = done.stdout.split()
+    assert len(ids) == 2
+    assert "succeeded" in done.stderr and "url_status" in done.stderr
+    assert httpx.get(f"{srv.url}/v1/jobs/{ids[0]}").json()["state"] == "succeeded"
