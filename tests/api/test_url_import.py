@@ -258,3 +258,19 @@ def test_the_cli_submits_from_a_url_and_waits(srv: Server, origin: Origin) -> No
     assert len(ids) == 2
     assert "succeeded" in done.stderr and "url_status" in done.stderr
     assert httpx.get(f"{srv.url}/v1/jobs/{ids[0]}").json()["state"] == "succeeded"
+
+
+def test_both_storage_backends_take_the_fetched_bytes(
+        server_factory: Callable[..., Server], backend_env: dict[str, str],
+        origin: Origin) -> None:
+    srv = server_factory(CONVEYOR_URL_IMPORT_ALLOW_PRIVATE="127.0.0.1/32",
+                         CONVEYOR_MAX_UPLOAD_BYTES=str(MiB), CONVEYOR_WORKERS="1",
+                         **backend_env)
+    data = os.urandom(300_000)
+    job = imported(srv, {"url": origin.put("random.bin", data), "pipeline": "probe"})
+    assert job["state"] == "succeeded", job
+    assert srv.stored(f"inputs/{job['id']}") == {f"inputs/{job['id']}": data}
+    big = imported(srv, {"url": origin.url(f"/chunked/{3 * MiB}"), "pipeline": "probe"})
+    assert big["error"]["code"] == "too_large"  # type: ignore[index]
+    assert srv.stored(f"inputs/{big['id']}") == {}
+    assert srv.unfinished() == []
