@@ -96,8 +96,12 @@ def test_remote_503_is_retried(srv: Server, origin: Origin) -> None:
 
 def test_slow_origin_times_out_then_the_retry_succeeds(srv: Server, origin: Origin) -> None:
     # Silent for 3 s the first time, past the 1 s idle-read time-out.
-    job = imported(srv, {"url": origin.url("/slow/one"), "pipeline": "probe",
-                         "max_attempts": 3})
+    resp = submit(srv, {"url": origin.url("/slow/one"), "pipeline": "probe", "max_attempts": 3})
+    assert resp.status_code == 202
+    # Not fetched yet: there are no input bytes to serve.
+    early = httpx.get(f"{srv.url}/v1/jobs/{resp.json()['id']}/input", timeout=30)
+    assert early.status_code == 404 and early.json()["code"] == "not_found"
+    job = srv.wait_state(resp.json()["id"])
     assert job["state"] == "succeeded", job
     assert job["attempts"] == 2
     assert job["result"]["sha256"] == hashlib.sha256(CSV).hexdigest()  # type: ignore[index]
