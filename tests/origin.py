@@ -6,6 +6,7 @@ Routes (``{tag}`` makes a route's per-test state its own):
 - ``/missing``: 404; ``/flaky/{tag}``: 503 the first time, then the ``data.csv`` file;
 - ``/slow/{tag}``: the first request waits ``slow_s`` before answering, later ones at once;
 - ``/chunked/{n}``: ``n`` bytes, chunked (no Content-Length);
+- ``/cut/{tag}``: 300 000 bytes announced; the first time the connection drops after 100 000;
 - ``/redirect?to=URL``: 302 to ``URL``; ``/loop/{n}``: 302 to ``/loop/{n+1}``.
 
 Every request is recorded (path, ``Host`` header).
@@ -23,6 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 CSV = b"name,size\nalpha,1\nbeta,2\ngamma,3\n"
+#: What ``/cut/{tag}`` serves in full.
+CUT_BODY = bytes(range(256)) * 1171 + b"x" * 224
 
 
 @dataclass
@@ -87,6 +90,8 @@ def _handler(ref: list[Origin]) -> type[BaseHTTPRequestHandler]:
                     if origin.count(path) == 1:
                         time.sleep(origin.slow_s)
                     self._send(200, CSV, content_type="text/csv")
+                elif path.startswith("/cut/"):
+                    self._cut(origin.count(path) == 1)
                 elif path.startswith("/chunked/"):
                     self._chunked(int(path.removeprefix("/chunked/")))
                 elif path == "/redirect":
@@ -97,6 +102,17 @@ def _handler(ref: list[Origin]) -> type[BaseHTTPRequestHandler]:
                     self._send(302, location=f"/loop/{n + 1}")
                 else:
                     self._send(404, b"not here")
+
+        def _cut(self, first: bool) -> None:
+            # Promises 300 000 bytes; the first time, the connection drops after 100 000.
+            body = CUT_BODY
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:100_000] if first else body)
+            if first:
+                self.wfile.flush()
+                self.close_connection = True
 
         def _chunked(self, total: int) -> None:
             self.send_response(200)

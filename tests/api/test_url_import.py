@@ -19,7 +19,7 @@ import pytest
 
 from conveyor import AsyncClient, Client, ClientError
 from tests.conftest import Server, module_server
-from tests.origin import CSV, Origin, running_origin
+from tests.origin import CSV, CUT_BODY, Origin, running_origin
 
 MiB = 1024 * 1024
 
@@ -107,6 +107,15 @@ def test_slow_origin_times_out_then_the_retry_succeeds(srv: Server, origin: Orig
     assert job["result"]["sha256"] == hashlib.sha256(CSV).hexdigest()  # type: ignore[index]
     history = httpx.get(f"{srv.url}/v1/jobs/{job['id']}/events", timeout=30).text
     assert "url_unreachable" in history
+
+
+def test_a_body_cut_short_is_fetched_again_whole(srv: Server, origin: Origin) -> None:
+    job = imported(srv, {"url": origin.url("/cut/a"), "pipeline": "probe"})
+    assert job["state"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert job["input"]["sha256"] == hashlib.sha256(CUT_BODY).hexdigest()  # type: ignore[index]
+    assert srv.stored(f"inputs/{job['id']}") == {f"inputs/{job['id']}": CUT_BODY}
+    assert srv.unfinished() == []
 
 
 def test_too_large_mid_stream_fails_and_keeps_no_bytes(srv: Server, origin: Origin) -> None:
