@@ -21,7 +21,8 @@ exception type -> status, the stable ``code`` taken from the exception).
     │   ├── NoFile              422 no_file: no file part, or no body at all
     │   └── BadParameter        422 bad_parameter: a parameter is unknown or out of range
     │       ├── InvalidOptions  422 bad_options: options are not a JSON object we take
-    │       └── BadWebhookUrl   422 bad_webhook_url
+    │       ├── BadWebhookUrl   422 bad_webhook_url
+    │       └── UrlForbidden    422 url_forbidden: a URL import the SSRF guard refuses
     ├── InsufficientStorage     the disk (files or database) is full             507
     │                           insufficient_storage, with Retry-After
     ├── StorageUnavailable      object storage unreachable or refusing   503 storage_unavailable
@@ -154,6 +155,12 @@ class BadWebhookUrl(BadParameter):
     """The webhook URL is not allowed (scheme, or a private address)."""
 
     code = "bad_webhook_url"
+
+
+class UrlForbidden(BadParameter):
+    """A URL to import names a forbidden scheme, credentials or a non-public address."""
+
+    code = "url_forbidden"
 
 
 class InsufficientStorage(ConveyorError):

@@ -38,6 +38,8 @@ CODES: dict[str, str] = {
     "unauthorized": "no usable API key: send `Authorization: Bearer <key>` (missing, "
     "malformed, unknown or revoked key)",
     "forbidden": "the API key lacks the scope this route needs",
+    "url_forbidden": "the URL to import is not allowed (scheme, credentials, or a private "
+    "address; see CONVEYOR_URL_IMPORT_ALLOW_PRIVATE)",
     "not_found": "no such job, artifact, tenant or key",
     "gone": "the job expired or was deleted",
     "conflict": "the job's state does not allow this (or the first upload with this "

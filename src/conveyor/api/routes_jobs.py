@@ -18,6 +18,7 @@ from conveyor.api.maintenance import remove_job_data
 from conveyor.api.room import check_room
 from conveyor.api.services import Services, services
 from conveyor.api.upload_doc import UPLOAD_DOC
+from conveyor.api.url_import import create_from_url, is_url_import
 from conveyor.api.views import DeliveryOut, JobOut, JobPage, iso, job_view
 from conveyor.auth import Caller, CanRead, CanWrite
 from conveyor.errors import (
@@ -122,7 +123,7 @@ class _EarlyCheck:
     responses={200: {"description": "the job created earlier with this Idempotency-Key"},
                **_UPLOAD_ERRORS},
     openapi_extra=UPLOAD_DOC,
-    summary="Upload a file and create a job",
+    summary="Upload a file (or import one from a URL) and create a job",
 )
 async def create_job(
     request: Request,
@@ -165,6 +166,8 @@ async def _create(request: Request, svc: Services, tenant: str,
     if idempotency_key:
         previous = await to_thread.run_sync(svc.store.jobs.by_idempotency_key, tenant,
                                             idempotency_key)
+    if is_url_import(request):
+        return await create_from_url(request, svc, tenant, idempotency_key, previous)
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():

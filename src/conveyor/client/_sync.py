@@ -107,6 +107,34 @@ class Client(BaseClient):
         )
         return job
 
+    def submit_url(
+        self,
+        url: str,
+        *,
+        pipeline: str = "auto",
+        options: Mapping[str, Any] | None = None,
+        webhook_url: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        idempotency_key: str | None = None,
+        filename: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a job whose input the server fetches from ``url`` (http or https); returns
+        the job at once (``input.size`` and ``sha256`` are None until a worker fetched it).
+
+        A URL the server refuses (a private address, another scheme) raises ClientError
+        ``url_forbidden``; fetch failures end the job (``url_status``, ``url_unreachable``,
+        ``url_forbidden``, ``too_large``).
+        """
+        body, headers = self.plan_url_import(
+            url, pipeline=pipeline, options=options, webhook_url=webhook_url,
+            priority=priority, max_attempts=max_attempts, timeout_s=timeout_s,
+            idempotency_key=idempotency_key, filename=filename,
+        )
+        job: dict[str, Any] = self._call("POST", "/v1/jobs", json=body, headers=headers)
+        return job
+
     def get(self, job_id: str) -> dict[str, Any]:
         """The job ``job_id`` (ClientError ``not_found`` / ``gone`` otherwise)."""
         job: dict[str, Any] = self._call("GET", self.job_url(job_id))

@@ -26,6 +26,7 @@ _NEW_JOB_COLUMNS = (
     "webhook_url", "idempotency_key", "run_after", "created_at", "updated_at", "expires_at",
     "tenant_id",
     "processor_version",
+    "input_url",
 )
 _INSERT_JOB = text(
     f"INSERT INTO jobs ({', '.join(_NEW_JOB_COLUMNS)}) "
@@ -63,6 +64,7 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
         "expires_at": now + retention_s,
         "tenant_id": new.tenant_id,
         "processor_version": new.processor_version,
+        "input_url": new.input_url,
     }
     row = tx.execute(_INSERT_JOB, values).one()
     data: dict[str, Any] = {"pipeline": new.pipeline}

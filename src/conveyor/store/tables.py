@@ -75,6 +75,9 @@ jobs = Table(
     Column("tenant_id", String(64), nullable=False, server_default=DEFAULT_TENANT),
     # Result reuse (0006): the pipeline's processor version(s) when the job was made.
     Column("processor_version", String(1000)),
+    # URL import (0005): where a worker fetches the input from. Until it has, input_sha256 is
+    # "" (input_size 0, media_type application/octet-stream) and the API shows them as null.
+    Column("input_url", Text),
 )
 Index("ix_jobs_claim", jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_lease", jobs.c.state, jobs.c.lease_expires_at)

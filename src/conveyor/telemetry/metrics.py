@@ -36,6 +36,9 @@ UPLOAD_BYTES = Counter(
     "conveyor_upload_bytes", "Bytes of accepted uploads (the files, without multipart framing)."
 )
 UPLOADS_ACCEPTED = Counter("conveyor_uploads_accepted", "Uploads answered 202 (a job created).")
+URL_IMPORTS_ACCEPTED = Counter(
+    "conveyor_url_imports_accepted", "URL imports answered 202 (a job created, not yet fetched)."
+)
 UPLOADS_DISCONNECTED = Counter(
     "conveyor_uploads_disconnected", "Uploads whose client disconnected before the end."
 )
