@@ -8,6 +8,7 @@
     store.outbox       webhook messages and their delivery attempts                (outbox.py)
     store.maintenance  reaping expired leases, retention                           (maintenance.py)
     store.dispatching  broker messages sent, Celery worker nodes (scale-out)       (dispatching.py)
+    store.uploads      tus uploads: offsets, and the job made with the last byte  (uploads.py)
 
 State changes are single conditional writes (transitions.py). Each part shares one
 :class:`~conveyor.store.database.Database`: the engines, write transactions, and the after-commit
@@ -29,6 +30,7 @@ from conveyor.store.jobs import Jobs
 from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
 from conveyor.store.records import Job
+from conveyor.store.uploads import Uploads
 
 
 class Store:
@@ -51,6 +53,7 @@ class Store:
         self.outbox = Outbox(self.db)
         self.maintenance = Maintenance(self.db)
         self.dispatching = Dispatching(self.db)
+        self.uploads = Uploads(self.db)
 
     @property
     def pg(self) -> bool:
