@@ -73,6 +73,8 @@ class TusUploads:
         was cut short (what arrived is kept)."""
         upload = await self.load(upload_id)
         self._check_offset(upload, offset)
+        if upload.state == DONE:
+            return upload, False  # a repeat of the last PATCH (its answer was lost)
         staged = await self._lock(upload_id)
         try:
             upload = await self.load(upload_id)  # another request may have moved it meanwhile
