@@ -34,6 +34,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _TUS_HEADER = {"Tus-Resumable": {"description": "always 1.0.0", "schema": {"type": "string"}}}
 
 
+def _header(name: str, schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "schema": schema}
+
+
+_VERSION = _header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]})
+_OCTETS = {"content": {"application/offset+octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}
+_POST_DOC = {"parameters": [
+    _VERSION, _header("Upload-Length", {"type": "integer", "minimum": 0}),
+    _header("Upload-Metadata", {"type": "string"}, required=False)],
+    "requestBody": {**_OCTETS, "required": False}}
+_PATCH_DOC = {"parameters": [
+    _VERSION, _header("Upload-Offset", {"type": "integer", "minimum": 0}),
+    _header("Upload-Checksum", {"type": "string"}, required=False)],
+    "requestBody": {**_OCTETS, "required": True}}
+_VERSION_DOC = {"parameters": [_VERSION]}
+
+
 def tus(request: Request) -> TusUploads:
     found: Any = request.app.state.tus
     return found  # type: ignore[no-any-return]
@@ -116,7 +134,7 @@ async def upload_options_one(svc: Svc) -> Response:
 
 @router.post(
     "/uploads", status_code=201, responses={201: {"headers": _TUS_HEADER}, **_ERRORS},
-    summary="tus: create an upload (creation, creation-with-upload)",
+    summary="tus: create an upload (creation, creation-with-upload)", openapi_extra=_POST_DOC,
     description="Headers: `Tus-Resumable: 1.0.0`, `Upload-Length`, `Upload-Metadata` "
     "(`filename`, `filetype`, and the job parameters of `POST /v1/jobs`: `pipeline`, "
     "`options` as JSON, `webhook_url`, `priority`, `max_attempts`, `timeout_s`; checked "
@@ -153,7 +171,7 @@ async def create_upload(request: Request, svc: Svc, uploads: Tus) -> Response:
 @router.api_route(
     "/uploads/{upload_id}", methods=["HEAD"], status_code=200,
     responses={200: {"headers": _TUS_HEADER}, **_ERRORS},
-    summary="tus: the upload's offset (and its job, once complete)",
+    summary="tus: the upload's offset (and its job, once complete)", openapi_extra=_VERSION_DOC,
 )
 async def head_upload(upload_id: str, uploads: Tus) -> Response:
     upload = await uploads.head(upload_id)
@@ -165,7 +183,7 @@ async def head_upload(upload_id: str, uploads: Tus) -> Response:
 
 @router.patch(
     "/uploads/{upload_id}", status_code=204, responses={204: {"headers": _TUS_HEADER}, **_ERRORS},
-    summary="tus: append bytes at Upload-Offset",
+    summary="tus: append bytes at Upload-Offset", openapi_extra=_PATCH_DOC,
     description="`Content-Type: application/offset+octet-stream`, `Upload-Offset`, optional "
     "`Upload-Checksum: sha256|sha1|md5 <base64>`. 204 with the new (durable) `Upload-Offset`; "
     "the last one also `Conveyor-Job-Id` and `Link: </v1/jobs/{id}>; rel=\"job\"`. 409 "
@@ -188,7 +206,8 @@ async def patch_upload(upload_id: str, request: Request, svc: Svc, uploads: Tus)
 
 @router.delete("/uploads/{upload_id}", status_code=204,
                responses={204: {"headers": _TUS_HEADER}, **_ERRORS},
-               summary="tus: terminate an upload (its bytes are removed)")
+               summary="tus: terminate an upload (its bytes are removed)",
+               openapi_extra=_VERSION_DOC)
 async def delete_upload(upload_id: str, uploads: Tus) -> Response:
     await uploads.terminate(upload_id)
     return Response(status_code=204)
