@@ -125,12 +125,19 @@ def upload(endpoint: str, source: Path, chunk: int) -> float:
         return time.perf_counter() - started
 
 
-def measure(server: Running, source: Path, warmup: Path, chunk: int) -> tuple[float, float]:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(server: Running, source: Path, warmup: Path,
+            chunk: int) -> tuple[float, float, float]:
     upload(server.endpoint, warmup, chunk)
-    base = status_kb(server.proc.pid, "VmRSS")
+    base, cpu = status_kb(server.proc.pid, "VmRSS"), cpu_s(server.proc.pid)
     seconds = upload(server.endpoint, source, chunk)
     growth_mb = (status_kb(server.proc.pid, "VmHWM") - base) / 1024
-    return seconds, growth_mb
+    return seconds, growth_mb, cpu_s(server.proc.pid) - cpu
 
 
 def make_file(path: Path, size: int) -> None:
@@ -156,7 +163,7 @@ def main() -> None:
     make_file(source, size)
     warmup = CACHE / "tus-warmup.bin"
     make_file(warmup, MiB)
-    results: dict[str, list[tuple[float, float]]] = {"conveyor": [], "@tus/server": []}
+    results: dict[str, list[tuple[float, float, float]]] = {"conveyor": [], "@tus/server": []}
     for run in range(args.runs):
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             with conveyor(Path(tmp) / "conveyor", size) as srv:
@@ -164,9 +171,10 @@ def main() -> None:
             with reference(Path(tmp) / "node") as srv:
                 results["@tus/server"].append(measure(srv, source, warmup, chunk))
         print(f"run {run + 1}: " + ", ".join(
-            f"{name} {r[-1][0]:.2f} s +{r[-1][1]:.0f} MB" for name, r in results.items()),
+            f"{name} {r[-1][0]:.2f} s +{r[-1][1]:.0f} MB {r[-1][2]:.1f} CPU s"
+            for name, r in results.items()),
             flush=True)
-    med = {name: (statistics.median(s for s, _ in r), statistics.median(m for _, m in r))
+    med = {name: tuple(statistics.median(x[i] for x in r) for i in range(3))
            for name, r in results.items()}
     ratio = med["@tus/server"][0] / med["conveyor"][0]
     lines = [
@@ -176,14 +184,16 @@ def main() -> None:
         f"{args.size_mb} MiB file, tuspy chunk {args.chunk_mb} MiB (Upload-Checksum sha1 on "
         f"every PATCH), {args.runs} runs, medians.",
         "",
-        "| server | time (s) | MB/s | server RSS growth (MB) | runs (s) |",
-        "|---|---|---|---|---|",
+        f"Machine load (1-minute average) at the end: {os.getloadavg()[0]:.1f}.",
+        "",
+        "| server | time (s) | MB/s | server RSS growth (MB) | server CPU (s) | runs (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        seconds, growth = med[name]
-        runs = ", ".join(f"{s:.2f}" for s, _ in r)
+        seconds, growth, cpu = med[name]
+        runs = ", ".join(f"{x[0]:.2f}" for x in r)
         lines.append(f"| {name} | {seconds:.2f} | {size / MiB / seconds:.0f} | {growth:.1f} | "
-                     f"{runs} |")
+                     f"{cpu:.2f} | {runs} |")
     lines += ["", f"conveyor is {ratio:.2f}x the speed of @tus/server "
               f"(goal >= 2x; RSS growth goal <= 50 MB)."]
     RESULTS.write_text("\n".join(lines) + "\n")

@@ -121,7 +121,8 @@ def _capabilities(svc: Services) -> dict[str, str]:
             "Tus-Max-Size": str(svc.settings.max_upload_bytes)}
 
 
-@router.options("/uploads", status_code=204, summary="tus: what this server supports",
+@router.options("/uploads", status_code=204, response_class=Response,
+                summary="tus: what this server supports",
                 responses={204: {"headers": _TUS_HEADER}})
 async def upload_options(svc: Svc) -> Response:
     return Response(status_code=204, headers=_capabilities(svc))
@@ -133,7 +134,8 @@ async def upload_options_one(svc: Svc) -> Response:
 
 
 @router.post(
-    "/uploads", status_code=201, responses={201: {"headers": _TUS_HEADER}, **_ERRORS},
+    "/uploads", status_code=201, response_class=Response,
+    responses={201: {"headers": _TUS_HEADER}, **_ERRORS},
     summary="tus: create an upload (creation, creation-with-upload)", openapi_extra=_POST_DOC,
     description="Headers: `Tus-Resumable: 1.0.0`, `Upload-Length`, `Upload-Metadata` "
     "(`filename`, `filetype`, and the job parameters of `POST /v1/jobs`: `pipeline`, "
@@ -169,7 +171,7 @@ async def create_upload(request: Request, svc: Svc, uploads: Tus) -> Response:
 
 
 @router.api_route(
-    "/uploads/{upload_id}", methods=["HEAD"], status_code=200,
+    "/uploads/{upload_id}", methods=["HEAD"], status_code=200, response_class=Response,
     responses={200: {"headers": _TUS_HEADER}, **_ERRORS},
     summary="tus: the upload's offset (and its job, once complete)", openapi_extra=_VERSION_DOC,
 )
@@ -182,7 +184,8 @@ async def head_upload(upload_id: str, uploads: Tus) -> Response:
 
 
 @router.patch(
-    "/uploads/{upload_id}", status_code=204, responses={204: {"headers": _TUS_HEADER}, **_ERRORS},
+    "/uploads/{upload_id}", status_code=204, response_class=Response,
+    responses={204: {"headers": _TUS_HEADER}, **_ERRORS},
     summary="tus: append bytes at Upload-Offset", openapi_extra=_PATCH_DOC,
     description="`Content-Type: application/offset+octet-stream`, `Upload-Offset`, optional "
     "`Upload-Checksum: sha256|sha1|md5 <base64>`. 204 with the new (durable) `Upload-Offset`; "
@@ -204,7 +207,7 @@ async def patch_upload(upload_id: str, request: Request, svc: Svc, uploads: Tus)
     return Response(status_code=204, headers=headers)
 
 
-@router.delete("/uploads/{upload_id}", status_code=204,
+@router.delete("/uploads/{upload_id}", status_code=204, response_class=Response,
                responses={204: {"headers": _TUS_HEADER}, **_ERRORS},
                summary="tus: terminate an upload (its bytes are removed)",
                openapi_extra=_VERSION_DOC)
