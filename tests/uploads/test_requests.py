@@ -94,7 +94,14 @@ def test_creation_with_upload_and_method_override(tus_api: Server) -> None:
             **OCTETS, "Upload-Offset": "6", "X-HTTP-Method-Override": "PATCH"})
         assert r.status_code == 204, r.text
         job = tus_api.wait_state(r.headers["Conveyor-Job-Id"])
-    assert job["input"]["sha256"] == hashlib.sha256(b"hello world").hexdigest()  # type: ignore[index]
+        assert job["input"]["sha256"] == hashlib.sha256(b"hello world").hexdigest()  # type: ignore[index]
+        # The first chunk's checksum is checked too.
+        r = c.post("/v1/uploads", content=b"abc", headers={
+            **OCTETS, "Upload-Length": "6", "Upload-Checksum": f"md5 {_b64digest('md5', b'abc')}"})
+        assert r.status_code == 201 and r.headers["Upload-Offset"] == "3"
+        wrong = c.post("/v1/uploads", content=b"abc", headers={
+            **OCTETS, "Upload-Length": "6", "Upload-Checksum": f"md5 {_b64digest('md5', b'x')}"})
+        _problem(wrong, 460, "checksum_mismatch")
 
 
 def test_empty_upload_is_complete_at_creation(tus_api: Server) -> None:
@@ -155,6 +162,7 @@ def test_refusals_append_nothing(tus_api: Server) -> None:
 
 
 def test_creation_refusals(tus_api: Server) -> None:
+    staged = set((tus_api.data_dir / "uploads").glob("*.bin"))
     with tus_api.client() as c:
         def post(length: str | None = "10", meta: str | None = None,
                  **headers: str) -> httpx.Response:
@@ -181,7 +189,7 @@ def test_creation_refusals(tus_api: Server) -> None:
         assert post(**{"Tus-Resumable": "2.0.0"}).headers["Tus-Version"] == "1.0.0"
         # Other clients' own keys are ignored, not refused.
         assert post(meta=metadata(relativePath="x/y", name="y.txt")).status_code == 201
-    assert not list((tus_api.data_dir / "uploads").glob("*.bin"))  # nothing staged
+    assert set((tus_api.data_dir / "uploads").glob("*.bin")) == staged  # nothing staged
 
 
 def test_unknown_and_terminated(tus_api: Server) -> None:

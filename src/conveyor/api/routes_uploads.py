@@ -151,9 +151,11 @@ async def create_upload(request: Request, svc: Svc, uploads: Tus) -> Response:
     if length > svc.settings.max_upload_bytes:
         raise TooLarge(f"Upload-Length is over Tus-Max-Size ({svc.settings.max_upload_bytes})")
     with_body = _has_body(request)
+    checksum = None
     if with_body:
         protocol.check_content_type(request.headers.get("content-type"))
         _check_fits(request, 0, length)
+        checksum = protocol.parse_checksum(request.headers.get("upload-checksum"))
     metadata = request.headers.get("upload-metadata", "")
     params = await _job_params(svc, protocol.parse_metadata(metadata))
     await check_room(svc, length)
@@ -161,7 +163,7 @@ async def create_upload(request: Request, svc: Svc, uploads: Tus) -> Response:
                                   metadata=metadata.strip(), params=params)
     if with_body and upload.length > 0:
         with svc.drain.upload():
-            upload, _cut = await uploads.patch(upload.id, 0, request.stream(), None)
+            upload, _cut = await uploads.patch(upload.id, 0, request.stream(), checksum)
     headers = _upload_headers(upload)
     headers["Location"] = f"/v1/uploads/{upload.id}"
     del headers["Cache-Control"], headers["Upload-Length"]

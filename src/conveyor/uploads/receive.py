@@ -21,7 +21,7 @@ from typing import Any
 from anyio import CancelScope, to_thread
 from starlette.requests import ClientDisconnect
 
-from conveyor.errors import ChecksumMismatch, TooLarge
+from conveyor.errors import ChecksumMismatch, TooLarge, UploadAborted
 from conveyor.uploads.protocol import ALGORITHMS
 from conveyor.uploads.staging import StagedFile
 
@@ -139,7 +139,8 @@ async def receive(stream: AsyncIterator[bytes], staged: StagedFile, start: int, 
                     buf.clear()
         except ClientDisconnect:
             if verify is not None:
-                raise
+                raise UploadAborted("the client went away mid-body: its Upload-Checksum "
+                                    "cannot be verified, nothing was kept") from None
             cut_short = True
         if buf:
             await batches.push(bytes(buf))
