@@ -31,7 +31,7 @@ def tusjs() -> Path:
         if shutil.which(tool) is None:
             need_service(tool, "tus-js-client runs on Node")
     lock = (HERE / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("CONVEYOR_TEST_CACHE", Path.home() / ".cache" / "conveyor-tests"))
+    cache = Path(os.environ.get("TEST_CACHE_DIR", Path.home() / ".cache" / "conveyor-tests"))
     folder = cache / f"tusjs-{hashlib.sha256(lock).hexdigest()[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
     for name in FILES:
