@@ -40,8 +40,8 @@ CODES: dict[str, str] = {
     "forbidden": "the API key lacks the scope this route needs",
     "url_forbidden": "the URL to import is not allowed (scheme, credentials, or a private "
     "address; see CONVEYOR_URL_IMPORT_ALLOW_PRIVATE)",
-    "not_found": "no such job, artifact, tenant or key",
-    "gone": "the job expired or was deleted",
+    "not_found": "no such job, artifact, upload, tenant or key",
+    "gone": "the job (or tus upload) expired or was deleted",
     "conflict": "the job's state does not allow this (or the first upload with this "
     "Idempotency-Key is still running)",
     "idempotency_key_reused": "the Idempotency-Key was used for a different request "
@@ -58,6 +58,15 @@ CODES: dict[str, str] = {
     "too_many_connections": "too many concurrent connections from one client address",
     "insufficient_storage": "the server's disk (files or database) is full or below "
     "CONVEYOR_MIN_FREE_BYTES; nothing was kept: try again after Retry-After seconds",
+    "offset_mismatch": "tus: Upload-Offset is not the upload's current offset (HEAD it)",
+    "checksum_mismatch": "tus: Upload-Checksum does not match the PATCH body; nothing was kept",
+    "bad_checksum_algorithm": "tus: the Upload-Checksum algorithm is not sha256, sha1 or md5",
+    "bad_metadata": "tus: Upload-Metadata is not `key base64value` pairs (or a value is not "
+    "UTF-8)",
+    "locked": "tus: another request is writing this upload now; retry once it ends",
+    "unsupported_media_type": "the Content-Type is not the one this route takes "
+    "(tus PATCH: application/offset+octet-stream)",
+    "unsupported_version": "tus: Tus-Resumable is not a version this server speaks (1.0.0)",
     "internal_error": "a bug: the server failed unexpectedly",
 }
 
@@ -70,6 +79,10 @@ _TITLES = {
     408: "Request Timeout",
     409: "Conflict",
     410: "Gone",
+    412: "Precondition Failed",
+    415: "Unsupported Media Type",
+    423: "Locked",
+    460: "Checksum Mismatch",
     413: "Content Too Large",
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",
@@ -98,6 +111,14 @@ STATUS: dict[type[Exception], int] = {
     errors.BadParameter: 422,
     errors.IdempotencyKeyReused: 422,
     errors.Draining: 503,
+    errors.TusError: 400,
+    errors.UploadNotFound: 404,
+    errors.UploadGone: 410,
+    errors.OffsetMismatch: 409,
+    errors.UploadLocked: 423,
+    errors.ChecksumMismatch: 460,
+    errors.UnsupportedMedia: 415,
+    errors.TusVersion: 412,
     UnknownPipeline: 422,
     BadOptions: 422,
     errors.InsufficientStorage: 507,

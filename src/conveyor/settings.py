@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     #: client resumes with Last-Event-ID).
     event_send_timeout_s: float = Field(default=20.0, gt=0)
     retention: Duration = timedelta(days=7)
+    #: An unfinished tus upload (``/v1/uploads``) is removed, with its bytes, once it has
+    #: received nothing for this long (each PATCH moves ``Upload-Expires`` forward).
+    upload_expiry: Duration = timedelta(hours=24)
+    #: Origins whose browsers may call the API (tus uploads from another site): a comma list,
+    #: or ``*``. Empty: no CORS headers at all.
+    cors_origins: CsvList = Field(default_factory=list)
     sweep_interval_s: float = Field(default=300.0, gt=0)
 
     processors: CsvList = Field(default_factory=list)

@@ -45,3 +45,7 @@ def map_case(context: HookContext, case: Case) -> Case:
         if body is not case.body:
             case.body = body
     return case
+
+
+# tus PATCH (and creation-with-upload) bodies are raw bytes under their own media type.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")

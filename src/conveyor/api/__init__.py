@@ -11,6 +11,7 @@ from pathlib import Path
 
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -27,13 +28,16 @@ from conveyor.api.requestlog import ConveyorApp
 from conveyor.api.routes_admin import router as admin_router
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
+from conveyor.api.routes_uploads import router as uploads_router
 from conveyor.api.services import Services
+from conveyor.api.tus_headers import TusHeaders
 from conveyor.auth import Authenticator
 from conveyor.dispatch.serving import ServeEngine
 from conveyor.processors.builtin import build_registry
 from conveyor.settings import Settings
 from conveyor.storage import from_url
 from conveyor.store import Store
+from conveyor.uploads.service import TusUploads
 from conveyor.webhooks.outbox import Outbox, load_secret
 
 log = logging.getLogger("conveyor.api")
@@ -47,6 +51,12 @@ job's pipeline; follow it over Server-Sent Events, get a signed webhook, downloa
 Every error is `application/problem+json` with a stable `code`:
 
 """ + "\n".join(f"- `{code}`: {text}" for code, text in problems.CODES.items())
+
+
+#: Response headers a browser on another origin may read (tus-js-client needs them).
+EXPOSED = ("Location", "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Expires",
+           "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
+           "Tus-Checksum-Algorithm", "Conveyor-Job-Id", "Link", "Retry-After")
 
 
 def create_app(settings: Settings | None = None, *, workers: int | None = None,
@@ -81,6 +91,9 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
         storage = from_url(settings)
         grace = sweep_grace(storage, settings.storage_sweep_grace.total_seconds())
         await startup_sweep(store, storage, grace)
+        uploads = TusUploads(settings, store, storage)
+        await uploads.recover()
+        app.state.tus = uploads
         registry = build_registry(settings.processors)
         hub = EventHub(store)
         svc = Services(settings, store, storage, registry, hub,
@@ -91,7 +104,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
         outbox = Outbox(settings, store, load_secret(settings), hub.changed)
         outbox.start()
         retention = asyncio.create_task(
-            retention_loop(store, storage, settings.sweep_interval_s, grace),
+            retention_loop(store, storage, settings.sweep_interval_s, grace, uploads),
             name="conveyor-retention",
         )
         thread: threading.Thread | None = None
@@ -127,7 +140,15 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
     docs.install(app)
     app.add_middleware(HeadAsGet, router=app.router)
     app.add_middleware(BodyIdleTimeout, idle_s=settings.body_idle_timeout_s)
+    app.add_middleware(TusHeaders)
+    if settings.cors_origins:
+        # Outermost, so that preflights and errors get their CORS headers too.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"], expose_headers=list(EXPOSED), max_age=600)
     app.include_router(jobs_router)
+    app.include_router(uploads_router)
     app.include_router(downloads_router)
     app.include_router(events_router)
     app.include_router(system_router)

@@ -9,12 +9,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 
 from conveyor.storage import Storage, artifacts_prefix, input_job_id
 from conveyor.storage.keys import INPUTS
 from conveyor.store import Store
+
+if TYPE_CHECKING:
+    from conveyor.uploads.service import TusUploads
 
 log = logging.getLogger("conveyor.maintenance")
 
@@ -82,12 +86,17 @@ async def sweep_expired(store: Store, storage: Storage, now: float | None = None
 
 
 async def retention_loop(store: Store, storage: Storage, interval_s: float,
-                         grace_s: float = 0.0) -> None:
+                         grace_s: float = 0.0, uploads: TusUploads | None = None) -> None:
     while True:
         with contextlib.suppress(Exception):
             n = await sweep_expired(store, storage)
             if n:
                 log.info("retention sweep removed %d expired jobs", n)
+        if uploads is not None:  # unfinished tus uploads past Upload-Expires, and their bytes
+            with contextlib.suppress(Exception):
+                n = await uploads.sweep()
+                if n:
+                    log.info("retention sweep removed %d expired uploads", n)
         if storage.shared:  # leftovers of crashed nodes: there is no start-up to sweep them
             with contextlib.suppress(Exception):
                 await startup_sweep(store, storage, grace_s)

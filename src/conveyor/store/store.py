@@ -11,6 +11,7 @@
     store.tenants      tenants, their quotas and webhook secrets                   (tenants.py)
     store.keys         API keys (hashes only)                                      (tenants.py)
     store.reuse        jobs made succeeded from an earlier job's result (reuse)    (reuse.py)
+    store.uploads      tus uploads: offsets, and the job made with the last byte  (uploads.py)
 
 State changes are single conditional writes (transitions.py). Each part shares one
 :class:`~conveyor.store.database.Database`: the engines, write transactions, and the after-commit
@@ -34,6 +35,7 @@ from conveyor.store.outbox import Outbox
 from conveyor.store.records import Job
 from conveyor.store.reuse import Reuse
 from conveyor.store.tenants import Keys, Tenants
+from conveyor.store.uploads import Uploads
 
 
 class Store:
@@ -59,6 +61,7 @@ class Store:
         self.tenants = Tenants(self.db)
         self.keys = Keys(self.db)
         self.reuse = Reuse(self.db, self.jobs)
+        self.uploads = Uploads(self.db)
 
     @property
     def pg(self) -> bool:

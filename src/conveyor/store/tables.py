@@ -208,3 +208,23 @@ tenant_usage = Table(
     Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
     Column("bytes", BigInteger, nullable=False, server_default="0"),
 )
+
+#: tus uploads (0004): one row per ``/v1/uploads/{id}``. ``upload_offset`` is the durable offset
+#: (staged bytes past it, if any, were never acknowledged); ``job_id`` is chosen at creation
+#: and the job row is inserted in the transaction that sets ``state`` to ``done``.
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(64), nullable=False, server_default=DEFAULT_TENANT),
+    Column("state", String(16), nullable=False),  # receiving | done | terminated | expired
+    Column("length", BigInteger, nullable=False),
+    Column("upload_offset", BigInteger, nullable=False, server_default="0"),
+    Column("metadata", Text, nullable=False, server_default=""),  # Upload-Metadata as sent
+    Column("params", Text, nullable=False, server_default="{}"),  # the job's parameters (JSON)
+    Column("job_id", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_uploads_state", uploads.c.state, uploads.c.expires_at)
