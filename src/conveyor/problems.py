@@ -141,8 +141,8 @@ def status_of(exc: BaseException) -> int:
 
 
 def headers_of(exc: BaseException) -> dict[str, str] | None:
-    """Response headers a domain error asks for: ``Retry-After`` for one that is temporary
-    (a full disk, a draining server)."""
+    """Response headers a domain error asks for: its ``headers`` (``WWW-Authenticate`` of a
+    401), and ``Retry-After`` for one that is temporary (a full disk, a draining server)."""
     found: dict[str, str] = dict(getattr(exc, "headers", None) or {})
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:

@@ -55,10 +55,12 @@ def test_every_served_route_is_documented_and_every_documented_one_served(api: S
 def test_planned_sections_are_marked_and_not_mistaken_for_built() -> None:
     titles = [title.strip() for title, _ in _sections(DOC.read_text())]
     planned = [t for t in titles if t.endswith("(planned)")]
-    # Built (issues 12, 13, 15): their sections are titled without "(planned)".
-    for built in ("URL import", "Resumable uploads (tus 1.0.0)", "Storage and broker settings"):
+    # Built (issues 12, 13, 14, 15): their sections are titled without "(planned)".
+    for built in ("URL import", "Resumable uploads (tus 1.0.0)", "Storage and broker settings",
+                  "API keys and tenants"):
         assert built in titles, titles
         assert not any(t.startswith(built) for t in planned), planned
+    assert "/v1/uploads" in _built(DOC.read_text())
 
 
 def test_error_codes_are_exactly_the_servers() -> None:

@@ -5,6 +5,7 @@
 - ``/docs`` is Swagger UI with its assets served from the ``swagger-ui-bundle`` package, never
   from a CDN, so it works on an offline machine. Without the package, ``/docs`` says so and
   links the OpenAPI document (still no outside host). ReDoc, CDN-only, is not served.
+- Keyed operations document 401 and 403, and their bearer key as optional (open modes).
 - Responses that return a job carry OpenAPI links to the job's operations (:mod:`.links`).
 """
 
@@ -53,13 +54,30 @@ def problems_only(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def bearer_optional(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every keyed operation: 401 and 403 documented, and the key optional (``{}`` among its
+    security requirements), since a server on loopback without keys, or with
+    ``CONVEYOR_AUTH=none``, runs open."""
+    problem = problem_schema()
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or not operation.get("security"):
+                continue
+            if {} not in operation["security"]:
+                operation["security"].append({})
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", {**problem, "description": "no usable API key"})
+            responses.setdefault("403", {**problem, "description": "the key lacks the scope"})
+    return schema
+
+
 def install(app: FastAPI) -> None:
     """Serve ``/docs`` offline and post-process the OpenAPI document (build with docs off)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_links(problems_only(generate()))
+            app.openapi_schema = add_links(bearer_optional(problems_only(generate())))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from conveyor.api.services import Services, services
 from conveyor.api.views import iso
@@ -20,11 +21,15 @@ from conveyor.webhooks.outbox import load_secret
 router = APIRouter(prefix="/v1", tags=["admin"])
 Svc = Annotated[Services, Depends(services)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: problem_schema() for s in (401, 403, 404, 409, 422)}
+    s: problem_schema() for s in (400, 401, 403, 404, 409, 422)}
+#: JSON bodies are taken as they are: no "1" for 1, no false for 0.
+_STRICT = ConfigDict(strict=True)
 _TENANT_PATTERN = TENANT_ID.pattern
 
 
 class KeyIn(BaseModel):
+    model_config = _STRICT
+
     tenant: str = Field(default="default", pattern=_TENANT_PATTERN,
                         description="the key's tenant (made if new)")
     scopes: list[str] = Field(min_length=1, max_length=3, description=" ".join(SCOPES))
@@ -46,18 +51,32 @@ class NewKeyOut(KeyOut):
 
 
 class TenantIn(BaseModel):
+    model_config = _STRICT
+
     id: str = Field(pattern=_TENANT_PATTERN)
+
+
+def _number(value: Any) -> Any:
+    """A JSON number or null (``7.0`` is the integer 7; ``false`` and ``"7"`` are refused)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise PydanticCustomError("number", "a number, or null")
+    return value
+
+
+_Count = Annotated[Annotated[int, Field(ge=0, le=2**31 - 1)] | None, BeforeValidator(_number)]
+_Bytes = Annotated[Annotated[int, Field(ge=0, le=2**53)] | None, BeforeValidator(_number)]
+_Rate = Annotated[Annotated[float, Field(ge=0, le=1e9)] | None, BeforeValidator(_number)]
 
 
 class QuotasIn(BaseModel):
     """Quotas to set; a field sent as null clears that quota (no limit), one left out is kept."""
 
-    max_queued: int | None = Field(default=None, ge=0)
-    max_running: int | None = Field(default=None, ge=0)
-    max_upload_bytes: int | None = Field(default=None, ge=0)
-    bytes_per_day: int | None = Field(default=None, ge=0)
-    storage_bytes: int | None = Field(default=None, ge=0)
-    requests_per_s: float | None = Field(default=None, ge=0)
+    max_queued: _Count = None
+    max_running: _Count = None
+    max_upload_bytes: _Bytes = None
+    bytes_per_day: _Bytes = None
+    storage_bytes: _Bytes = None
+    requests_per_s: _Rate = None
 
 
 class TenantOut(BaseModel):

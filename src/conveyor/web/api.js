@@ -11,6 +11,8 @@ export class ApiError extends Error {
   }
 }
 
+import { authHeaders, needKey } from "./auth.js";
+
 const listeners = new Set();
 
 /** Subscribe to reachability changes: fn(true|false). */
@@ -37,12 +39,13 @@ async function problemFrom(response) {
 export async function request(method, path, { json = true } = {}) {
   let response;
   try {
-    response = await fetch(path, { method, headers: { Accept: "application/json" } });
+    response = await fetch(path, { method, headers: authHeaders({ Accept: "application/json" }) });
   } catch {
     reportReachable(false);
     throw new ApiError(0, "unreachable", "The conveyor server cannot be reached.");
   }
   reportReachable(true);
+  if (response.status === 401) needKey("Your key is no longer valid.");
   if (!response.ok) throw await problemFrom(response);
   if (!json || response.status === 204) return response;
   return response.json();
@@ -69,7 +72,7 @@ export function listJobs({ state, pipeline, parentId, limit, cursor } = {}) {
 /** Job counts by state, read from /metrics (optional: null when unavailable). */
 export async function jobCounts() {
   try {
-    const response = await fetch("/metrics");
+    const response = await fetch("/metrics", { headers: authHeaders() });
     if (!response.ok) return null;
     const counts = {};
     for (const m of (await response.text()).matchAll(/^conveyor_jobs\{state="(\w+)"\} (\d+)/gm)) {
@@ -112,6 +115,7 @@ export function uploadFile(file, { pipeline, options }, onProgress) {
     form.append("file", file, file.name);
     xhr.open("POST", "/v1/jobs");
     xhr.setRequestHeader("Accept", "application/json");
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.responseType = "text";
     xhr.upload.addEventListener("progress", (e) => {
       onProgress(e.loaded, e.lengthComputable ? e.total : file.size);

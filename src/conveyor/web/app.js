@@ -2,6 +2,7 @@
 // plus the banners that say when the server or its workers are not there.
 
 import { onReachability, readiness } from "./api.js";
+import { identify } from "./auth.js";
 import { fill, h } from "./dom.js";
 import { jobView } from "./job_view.js";
 import { jobsTable } from "./jobs_table.js";
@@ -93,7 +94,10 @@ async function checkReady() {
   readyTimer = setTimeout(checkReady, reachable ? 15000 : 3000);
 }
 
-window.addEventListener("hashchange", route);
-startLive();
-route();
-checkReady();
+// A server that needs a key it does not have shows the sign-in form instead of the page.
+if (await identify()) {
+  window.addEventListener("hashchange", route);
+  startLive();
+  route();
+  checkReady();
+}

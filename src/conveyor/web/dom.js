@@ -1,5 +1,7 @@
 // Small DOM and formatting helpers. Text always goes in through textContent, never innerHTML.
 
+import { apiKey, authedUrl } from "./auth.js";
+
 /**
  * Build an element: h("a", {href: "#/", class: "x", onclick: fn}, "text", child, ...).
  * Attributes starting with "on" become listeners; "dataset" and "aria" objects are spread;
@@ -15,6 +17,10 @@ export function h(tag, attrs = {}, ...children) {
       Object.assign(el.dataset, value);
     } else if (key === "class") {
       el.className = value;
+    } else if (key === "src" && typeof value === "string" && value.startsWith("/v1/")
+      && apiKey()) {
+      // The browser would load it without the key: fetch it with the key instead.
+      authedUrl(value).then((url) => { el.src = url; }).catch(() => {});
     } else if (key in el && typeof value !== "string") {
       el[key] = value;
     } else {

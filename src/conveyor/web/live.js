@@ -1,7 +1,9 @@
-// One EventSource on GET /v1/events feeds every view, so a page with many uploads holds one
-// connection (browsers allow only six per host over HTTP/1.1).
+// One stream on GET /v1/events feeds every view, so a page with many uploads holds one
+// connection (browsers allow only six per host over HTTP/1.1). Streams are read with fetch
+// (sse.js), which can send the API key, unlike EventSource.
 
 import { reportReachable } from "./api.js";
+import { openStream } from "./sse.js";
 
 export const EVENT_TYPES = [
   "job.queued", "job.started", "job.progress", "job.retrying",
@@ -24,7 +26,6 @@ export const stateOf = (type) => STATE_OF[type];
 const handlers = new Set();
 const statusHandlers = new Set();
 let source = null;
-let reopenTimer = null;
 
 /** fn(event) for every job event: {job_id, type, at, data, id}. Returns an unsubscribe. */
 export function onJobEvent(fn) {
@@ -60,37 +61,25 @@ function dispatch(message) {
 export function startLive() {
   if (source) return;
   let opened = false;
-  source = new EventSource("/v1/events");
-  for (const type of EVENT_TYPES) source.addEventListener(type, dispatch);
-  source.addEventListener("open", () => {
-    reportReachable(true);
-    // The browser resumes with Last-Event-ID by itself, so nothing is missed after a blip.
-    setStatus("live", { resumed: opened });
-    opened = true;
-  });
-  source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) {
-      // The browser gave up (an HTTP error answer): start a fresh stream a little later.
-      // A fresh stream has no Last-Event-ID, so views refetch what they show ("resumed").
-      source = null;
-      setStatus("down");
-      clearTimeout(reopenTimer);
-      reopenTimer = setTimeout(() => {
-        startLive();
-      }, 3000);
-    } else {
-      setStatus("connecting");
-    }
+  // Reconnects resume with Last-Event-ID, so nothing is missed after a blip; views still
+  // refetch what they show on a resumed stream ("resumed").
+  source = openStream("/v1/events", {
+    onOpen: () => {
+      reportReachable(true);
+      setStatus("live", { resumed: opened });
+      opened = true;
+    },
+    onEvent: dispatch,
+    onDown: (status) => setStatus(status === 0 ? "connecting" : "down"),
   });
 }
 
 /**
  * Follow one job (GET /v1/jobs/{id}/events): its whole history (every run of a retried job),
- * then live. The server ends the stream after the job's current terminal event; we close ours
- * then, so the browser does not reconnect. Returns a close function.
+ * then live. The server ends the stream after the job's current terminal event; we stop then
+ * (and reconnect, resuming by id, if it ended before one). Returns a close function.
  */
 export function followJob(jobId, fn) {
-  const es = new EventSource(`/v1/jobs/${encodeURIComponent(jobId)}/events`);
   const seen = new Set();
   let lastTerminal = false;
   const onMessage = (message) => {
@@ -108,9 +97,9 @@ export function followJob(jobId, fn) {
     lastTerminal = ["succeeded", "failed", "cancelled"].includes(stateOf(event.type));
     fn(event);
   };
-  for (const type of EVENT_TYPES) es.addEventListener(type, onMessage);
-  es.addEventListener("error", () => {
-    if (es.readyState === EventSource.CLOSED || lastTerminal) es.close();
+  const stream = openStream(`/v1/jobs/${encodeURIComponent(jobId)}/events`, {
+    onEvent: onMessage,
+    stopOnEnd: () => lastTerminal,
   });
-  return () => es.close();
+  return () => stream.close();
 }

@@ -1,5 +1,6 @@
 // Readable renderings of JSON results and artifact previews.
 
+import { authHeaders } from "./auth.js";
 import { fill, formatBytes, formatNumber, h, humanKey } from "./dom.js";
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
@@ -87,7 +88,7 @@ export function artifactCard(artifact, opts = {}) {
 }
 
 async function fetchText(url, from, to) {
-  const response = await fetch(url, { headers: { Range: `bytes=${from}-${to}` } });
+  const response = await fetch(url, { headers: authHeaders({ Range: `bytes=${from}-${to}` }) });
   if (!response.ok) throw new Error(`HTTP ${response.status}`);
   return response.text();
 }

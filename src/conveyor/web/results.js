@@ -1,6 +1,7 @@
 // A job's result as its pipeline means it: an image's renditions, a PDF's pages, a table's
 // rows and rejects, an archive's children. Anything else (and every field) via renderValue.
 
+import { authHeaders } from "./auth.js";
 import { fill, formatBytes, formatNumber, h, humanKey } from "./dom.js";
 import { parseCsv, renderValue } from "./render.js";
 
@@ -147,7 +148,8 @@ function tableResult(job, r) {
 
 async function loadRows(job, r, box) {
   try {
-    const response = await fetch(job.input.url, { headers: { Range: "bytes=0-32767" } });
+    const response = await fetch(job.input.url,
+      { headers: authHeaders({ Range: "bytes=0-32767" }) });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const text = await response.text();
     const delimiter = r.dialect?.delimiter || (r.format === "tsv" ? "\t" : ",");

@@ -4,6 +4,7 @@
 // file is chosen again (tus-js-client's fingerprint and its localStorage URL store).
 
 import { ApiError, getJob } from "./api.js";
+import { authHeaders } from "./auth.js";
 
 /** Files at least this large are sent with tus; smaller ones in one POST /v1/jobs. */
 export const TUS_THRESHOLD = 16 * 1024 * 1024;
@@ -25,6 +26,7 @@ export function tusUpload(file, { pipeline, options }, onProgress) {
   const promise = new Promise((resolve, reject) => {
     upload = new window.tus.Upload(file, {
       endpoint: "/v1/uploads",
+      headers: authHeaders(),  // the key, when signed in (never in a URL)
       chunkSize: CHUNK,
       retryDelays: RETRIES,
       metadata,
@@ -46,7 +48,7 @@ export function tusUpload(file, { pipeline, options }, onProgress) {
       onSuccess: async () => {
         try {
           const head = await fetch(upload.url, { method: "HEAD",
-            headers: { "Tus-Resumable": "1.0.0" } });
+            headers: authHeaders({ "Tus-Resumable": "1.0.0" }) });
           const id = head.headers.get("Conveyor-Job-Id");
           if (!id) throw new Error("the upload has no job");
           resolve(await getJob(id));
