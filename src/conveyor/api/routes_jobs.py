@@ -257,7 +257,7 @@ async def _commit(
             idempotency_key=idempotency_key,
         )
         try:
-            job, created = await to_thread.run_sync(svc.store.jobs.create, new)
+            job, created = await svc.commits.create(new)
         except BaseException:
             await svc.storage.delete(key)
             raise

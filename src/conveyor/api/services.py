@@ -14,6 +14,7 @@ from conveyor.processors.registry import Registry
 from conveyor.settings import Settings
 from conveyor.storage import Storage
 from conveyor.store import Job, Store, tombstoned_or_expired
+from conveyor.store.group_commit import GroupCommit
 
 if TYPE_CHECKING:
     from conveyor.api.hub import EventHub
@@ -34,6 +35,11 @@ class Services:
     #: second upload with the same key on another process is not seen here; the store's unique
     #: key then makes it replay or refuse once the first one commits.
     uploading: set[str] = field(default_factory=set)
+    #: Batches the job rows of concurrent uploads into shared transactions.
+    commits: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commits = GroupCommit(self.store.jobs)
 
     def load_job(self, job_id: str) -> Job:
         """The job, or :class:`JobNotFound` / :class:`JobGone` (404 / 410 at the edge)."""

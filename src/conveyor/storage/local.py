@@ -20,6 +20,7 @@ from typing import BinaryIO, ClassVar
 
 from conveyor.errors import InsufficientStorage
 from conveyor.storage.base import NotFound, ObjectInfo, PresignUnsupported, StorageError
+from conveyor.storage.dirsync import DirSync
 from conveyor.storage.keys import BadKey, check_key, check_prefix
 
 TMP = "tmp"
@@ -50,12 +51,12 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+#: Directory fsyncs shared by the renames of concurrent writes (one per process).
+_DIRS = DirSync()
+
+
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _DIRS.sync(path)
 
 
 def _fsync_file(path: Path) -> None:
