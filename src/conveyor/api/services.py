@@ -51,6 +51,7 @@ class Services:
         return job
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain function dependency in a worker thread, one hop per request.
     svc: Any = request.app.state.services
     return svc  # type: ignore[no-any-return]
