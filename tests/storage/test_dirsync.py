@@ -35,9 +35,8 @@ def test_concurrent_renames_share_directory_fsyncs(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    state = sync._dirs[target]
-    assert state.taken == n and state.covered == n and not state.running
     assert sync.fsyncs <= n
+    assert not sync._dirs  # nobody waits: nothing kept per directory
     assert sorted(os.listdir(target)) == sorted(str(i) for i in range(n))
 
 
@@ -51,5 +50,6 @@ def test_a_failed_fsync_raises_to_its_caller_and_the_next_call_syncs_again(
     with pytest.raises(FileNotFoundError):  # not "covered" by the failed one
         sync.sync(missing)
     missing.mkdir()
+    before = sync.fsyncs
     sync.sync(missing)
-    assert sync._dirs[missing].covered == 3
+    assert sync.fsyncs == before + 1

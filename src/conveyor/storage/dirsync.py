@@ -64,3 +64,10 @@ class DirSync:
                 # Reached only when the fsync succeeded (a failure raises to its own caller;
                 # the waiters it covered run an fsync of their own).
                 state.covered = max(state.covered, upto)
+            if state.covered == state.taken and not state.running:
+                # Nobody waits: forget the directory (one per job's artifacts would pile up).
+                # A caller still holding this state object stays correct: its fsync starts
+                # after its ticket either way.
+                with self._lock:
+                    if self._dirs.get(path) is state:
+                        del self._dirs[path]
