@@ -99,28 +99,30 @@ class LocalWriter:
             self._fh = open(self._tmp, "xb")  # closed by complete or abort
         return self._fh
 
-    def _write(self, chunk: bytes) -> None:
+    def _write(self, chunk: bytes | bytearray) -> None:
         self._file().write(chunk)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         if self._done:
             raise StorageError("write after complete or abort")
-        self._buf += data
-        if len(self._buf) >= WRITE_BUFFER:
-            chunk = bytes(self._buf)
-            self._buf.clear()
-            with _room():
-                await asyncio.to_thread(self._write, chunk)
+        if not self._buf and len(data) >= WRITE_BUFFER:
+            chunk: bytes | bytearray = data  # large enough already: no copy into the buffer
+        else:
+            self._buf += data
+            if len(self._buf) < WRITE_BUFFER:
+                return
+            chunk, self._buf = self._buf, bytearray()  # handed to the thread, not copied
+        with _room():
+            await asyncio.to_thread(self._write, chunk)
 
     async def complete(self) -> None:
         if self._done:
             raise StorageError("complete after complete or abort")
         self._done = True
-        tail = bytes(self._buf)
-        self._buf.clear()
+        tail, self._buf = self._buf, bytearray()
         await asyncio.to_thread(self._complete, tail)
 
-    def _complete(self, tail: bytes) -> None:
+    def _complete(self, tail: bytes | bytearray) -> None:
         try:
             with _room(), self._file() as fh:
                 fh.write(tail)
