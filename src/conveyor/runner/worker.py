@@ -94,10 +94,6 @@ class Worker:
         self.work_root = settings.data_dir / "work"
         #: Non-zero when the worker stopped because the database could not be used.
         self.exit_code = 0
-        #: Claim the next job in the transaction that completes this one (the embedded loop).
-        self.chain = False
-        #: The job claimed that way, run next.
-        self.next_claim: Claim | None = None
 
     def _tell(self, *message: Any) -> None:
         if self.pipe is not None:
@@ -113,13 +109,8 @@ class Worker:
         ended: str | None = None
         try:
             while not self.stopping and done < self.settings.jobs_per_worker:
-                # Chained: the next job is claimed by the commit of this one.
-                self.chain = done + 1 < self.settings.jobs_per_worker
                 try:
-                    claim, self.next_claim = self.next_claim, None
-                    if claim is None:
-                        claim = self.store.attempts.claim_next(self.worker_id,
-                                                               self.settings.lease_s)
+                    claim = self.store.attempts.claim_next(self.worker_id, self.settings.lease_s)
                 except OUTAGE as exc:
                     # No claim can be written: stop with a reason; the supervisor restarts this
                     # process with back-off rather than letting it spin on the error.
@@ -156,9 +147,6 @@ class Worker:
         finally:
             if ended is not None:
                 self._tell("done", ended)
-            if self.next_claim is not None:  # stopping: give the chained job back
-                with contextlib.suppress(Exception):
-                    self.store.attempts.release(self.next_claim.job.id, self.next_claim.token)
             listener.close()
             self.store.close()
             self.storage.close()
@@ -290,13 +278,8 @@ class Worker:
                     priority=job.priority,
                 ))
                 self.storage.put_from_file(child.path, input_key(child.id))
-            if self.chain and not self.stopping:
-                outcome, self.next_claim = self.store.attempts.complete_and_claim_next(
-                    job.id, claim.token, result, produced, children, self.worker_id,
-                    self.settings.lease_s)
-            else:
-                outcome = self.store.attempts.complete(job.id, claim.token, result, produced,
-                                                       children)
+            outcome = self.store.attempts.complete(job.id, claim.token, result, produced,
+                                                   children)
         except BaseException:
             # Lost lease, full disk, database error: nothing of this attempt may remain (and
             # its bytes must not keep a full disk full).

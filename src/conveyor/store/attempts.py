@@ -72,12 +72,8 @@ class Attempts:
 
     def claim_next(self, worker_id: str, lease_s: float) -> Claim | None:
         """Claim the most urgent runnable job in one atomic statement."""
-        with self.db.tx() as tx:
-            return self._claim_next_in(tx, worker_id, lease_s)
-
-    def _claim_next_in(self, tx: Tx, worker_id: str, lease_s: float) -> Claim | None:
-        return self._claim_in(tx, _CLAIM_NEXT_PG if self.db.pg else _CLAIM_NEXT_SQLITE, {},
-                              worker_id, lease_s)
+        return self._claim(_CLAIM_NEXT_PG if self.db.pg else _CLAIM_NEXT_SQLITE, {},
+                           worker_id, lease_s)
 
     def claim(self, job_id: str, worker_id: str, lease_s: float) -> Claim | None:
         """Claim exactly ``job_id`` if it is runnable now; None for a job that is running,
@@ -86,25 +82,21 @@ class Attempts:
 
     def _claim(self, stmt: Any, params: dict[str, Any], worker_id: str,
                lease_s: float) -> Claim | None:
-        with self.db.tx() as tx:
-            return self._claim_in(tx, stmt, params, worker_id, lease_s)
-
-    def _claim_in(self, tx: Tx, stmt: Any, params: dict[str, Any], worker_id: str,
-                  lease_s: float) -> Claim | None:
         now = time.time()
         token = secrets.token_hex(16)
         check_transition(JobState.QUEUED, JobState.RUNNING)
         params = {**params, "token": token, "lease": now + lease_s, "worker": worker_id,
                   "now": now}
-        row = tx.execute(stmt, params).one_or_none()
-        if row is None:
-            return None
-        job = Job.from_row(row)
-        # Only looked up when transitions are logged: it costs a read per claim.
-        request_id = (event_log.origin(tx, job.id)
-                      if transitions_log.isEnabledFor(logging.INFO) else None)
-        event_log.append(tx, job.id, EventType.STARTED,
-                         {"attempt": job.attempts, "worker": worker_id}, now, request_id)
+        with self.db.tx() as tx:
+            row = tx.execute(stmt, params).one_or_none()
+            if row is None:
+                return None
+            job = Job.from_row(row)
+            # Only looked up when transitions are logged: it costs a read per claim.
+            request_id = (event_log.origin(tx, job.id)
+                          if transitions_log.isEnabledFor(logging.INFO) else None)
+            event_log.append(tx, job.id, EventType.STARTED,
+                             {"attempt": job.attempts, "worker": worker_id}, now, request_id)
         return Claim(job=job, token=token, attempt=job.attempts, request_id=request_id)
 
     # -- while running -----------------------------------------------------------------------
@@ -158,50 +150,30 @@ class Attempts:
         Returns SUCCEEDED, or CANCELLED when a cancel arrived first (the outputs are then
         dropped by the caller). Raises :class:`LeaseLost` when the attempt lost its lease.
         """
-        with self.db.tx() as tx:
-            return self._complete_in(tx, job_id, token, result, produced, children)
-
-    def complete_and_claim_next(
-        self,
-        job_id: str,
-        token: str,
-        result: Any,
-        produced: Sequence[Artifact],
-        children: Sequence[NewJob],
-        worker_id: str,
-        lease_s: float,
-    ) -> tuple[JobState, Claim | None]:
-        """:meth:`complete`, then :meth:`claim_next` in the same transaction (one commit per
-        short job instead of two). A lost lease raises and claims nothing."""
-        with self.db.tx() as tx:
-            state = self._complete_in(tx, job_id, token, result, produced, children)
-            return state, self._claim_next_in(tx, worker_id, lease_s)
-
-    def _complete_in(self, tx: Tx, job_id: str, token: str, result: Any,
-                     produced: Sequence[Artifact], children: Sequence[NewJob]) -> JobState:
         now = time.time()
         check_transition(JobState.RUNNING, JobState.SUCCEEDED)
-        # One statement on the hot path: succeed only if this attempt still owns the job
-        # and nobody asked to cancel it.
-        done = tx.execute(
-            _SUCCEED, {"id": job_id, "token": token, "result": dumps(result), "now": now}
-        ).first()
-        if done is None:
-            # Cancelled while finishing: cancellation wins. Anything else: not ours.
-            if self._end(tx, job_id, token, JobState.CANCELLED, now):
-                return JobState.CANCELLED
-            raise LeaseLost(job_id)
-        if produced:
-            tx.execute(
-                insert(artifacts),
-                [{"job_id": job_id, "name": a.name, "media_type": a.media_type,
-                  "size": a.size, "sha256": a.sha256, "storage_key": a.storage_key,
-                  "created_at": now} for a in produced],
-            )
-        for child in children:
-            insert_job(tx, child, now, self.db.retention_s)
-        announce_end(tx, job_id, JobState.SUCCEEDED, {"result": result}, now,
-                     webhook_url=done[0], default_webhook_url=self.db.default_webhook_url)
+        with self.db.tx() as tx:
+            # One statement on the hot path: succeed only if this attempt still owns the job
+            # and nobody asked to cancel it.
+            done = tx.execute(
+                _SUCCEED, {"id": job_id, "token": token, "result": dumps(result), "now": now}
+            ).first()
+            if done is None:
+                # Cancelled while finishing: cancellation wins. Anything else: not ours.
+                if self._end(tx, job_id, token, JobState.CANCELLED, now):
+                    return JobState.CANCELLED
+                raise LeaseLost(job_id)
+            if produced:
+                tx.execute(
+                    insert(artifacts),
+                    [{"job_id": job_id, "name": a.name, "media_type": a.media_type,
+                      "size": a.size, "sha256": a.sha256, "storage_key": a.storage_key,
+                      "created_at": now} for a in produced],
+                )
+            for child in children:
+                insert_job(tx, child, now, self.db.retention_s)
+            announce_end(tx, job_id, JobState.SUCCEEDED, {"result": result}, now,
+                         webhook_url=done[0], default_webhook_url=self.db.default_webhook_url)
         return JobState.SUCCEEDED
 
     def fail(self, job_id: str, token: str, error: JobError, decide: RetryDecider) -> JobState:
