@@ -214,10 +214,7 @@ class Supervisor:
                 return
             kind = message[0]
             if kind == "start":
-                # The end of the previous job rides on the start of the next (one message).
-                _, job_id, token, timeout_s, slot.pipeline, ended = message
-                if ended is not None:
-                    slot.jobs += 1
+                _, job_id, token, timeout_s, slot.pipeline = message
                 slot.running = Watched(job_id, token, time.monotonic(), float(timeout_s))
             elif kind == "done":
                 slot.running = None

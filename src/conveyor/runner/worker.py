@@ -104,9 +104,6 @@ class Worker:
         """Claim and run jobs until told to stop or recycled after ``jobs_per_worker`` jobs."""
         listener = self.store.listener(JOBS)
         done = 0
-        #: The job that just ended, not yet reported: its "done" rides on the next "start"
-        #: (one message per job over the pipe), or goes alone before the worker waits or exits.
-        ended: str | None = None
         try:
             while not self.stopping and done < self.settings.jobs_per_worker:
                 try:
@@ -120,15 +117,11 @@ class Worker:
                     self.exit_code = EXIT_UNAVAILABLE
                     return
                 if claim is None:
-                    if ended is not None:
-                        self._tell("done", ended)
-                        ended = None
                     listener.wait(1.0)
                     continue
                 listener.drain()
                 self._tell("start", claim.job.id, claim.token, claim.job.timeout_s,
-                           claim.job.pipeline, ended)
-                ended = None
+                           claim.job.pipeline)
                 if claim.attempt == 1:
                     waited = (claim.job.started_at or time.time()) - claim.job.created_at
                     QUEUE_WAIT_SECONDS.observe(max(0.0, waited))
@@ -140,13 +133,11 @@ class Worker:
                 finally:
                     logs.ATTEMPT.reset(attempt)
                     logs.REQUEST_ID.reset(context)
-                ended = claim.job.id
+                self._tell("done", claim.job.id)
                 done += 1
                 if recycle:
                     break
         finally:
-            if ended is not None:
-                self._tell("done", ended)
             listener.close()
             self.store.close()
             self.storage.close()
