@@ -164,8 +164,10 @@ def main() -> None:
     for backend, rates, p50s, p99s in rows:
         target = ""
         if backend == "sqlite":
-            ok = statistics.median(rates) >= 300 and statistics.median(p50s) <= 20
-            target = ">= 300 jobs/s, p50 <= 20 ms: " + ("met" if ok else "**MISS**")
+            # Issue 16's goal; issue 4 asked for >= 300 jobs/s, p50 <= 20 ms (256 then).
+            ok = statistics.median(rates) >= 1000 and statistics.median(p50s) <= 20
+            target = (">= 1,000 jobs/s (issue 16; 256 when set), p50 <= 20 ms: "
+                      + ("met" if ok else "**MISS**"))
         lines.append(f"| {backend} | {fmt(rates)} | {fmt(p50s, 1)} | {fmt(p99s, 1)} | {target} |")
     text = "\n".join(lines) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

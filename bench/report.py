@@ -78,6 +78,8 @@ class Goal:
     base_workload: str | None = None  # defaults to ``workload``
     speedup: bool = False  # ratio is baseline / conveyor ("x times sooner")
     every_run: bool = False  # must hold in every run, not just for the median
+    issue: int = 4  # the issue that set the goal
+    before: str = "—"  # the figure when the goal was set (the issue's "today")
 
 
 GOALS = [
@@ -98,6 +100,18 @@ GOALS = [
          "conveyor/celery >= 1", lambda r: r >= 1),
     Goal("W-burst errors", "W-burst", "errors", None, "0 in every run", lambda v: v == 0,
          every_run=True),
+    # Issue 16 (the accept path at group-commit speed): "before" is the issue's "today".
+    Goal("W-noop jobs/s vs Celery", "W-noop", "jobs_per_s", "celery",
+         "conveyor/celery >= 2", lambda r: r >= 2, issue=16, before="0.57x"),
+    Goal("W-burst accept p99 vs bgtasks", "W-burst", "p99_ms", "bgtasks",
+         "conveyor/bgtasks <= 1 (no slower)", lambda r: r <= 1, issue=16,
+         before="2.6 (2.6x slower)"),
+    Goal("W-img accept p99", "W-img", "accept_p99_ms", None, "<= 50 ms", lambda v: v <= 50,
+         issue=16, before="56 ms"),
+    Goal("W-img accept p99 vs Celery", "W-img", "accept_p99_ms", "celery",
+         "conveyor/celery <= 1", lambda r: r <= 1, issue=16, before="1.08 (56 vs 50.5 ms)"),
+    Goal("W-img-batch time to all done vs Celery", "W-img-batch", "all_done_s", "celery",
+         "celery/conveyor >= 3x", lambda r: r >= 3, speedup=True, issue=16, before="1.59x"),
 ]  # fmt: skip
 
 
@@ -235,10 +249,13 @@ def render(
 
     lines += [
         "",
-        "## Targets (issue 4)",
+        "## Targets (issues 4 and 16)",
         "",
-        "| target | goal | conveyor | baseline | measured (median, min..max) | result |",
-        "|---|---|---|---|---|---|",
+        "`before`: the figure the issue quoted when it set the goal; `measured`: this run's.",
+        "",
+        "| issue | target | goal | before | conveyor | baseline | measured (median, min..max) "
+        "| result |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for goal in GOALS:
         mine = values(records, "conveyor", goal.workload, goal.metric)
@@ -262,8 +279,8 @@ def render(
         else:
             result = "not measured"
         lines.append(
-            f"| {goal.label} | {goal.goal} | {cell(mine, 1)} | {base_cell} | "
-            f"{cell(measured, 3)} | {result} |"
+            f"| {goal.issue} | {goal.label} | {goal.goal} | {goal.before} | {cell(mine, 1)} | "
+            f"{base_cell} | {cell(measured, 3)} | {result} |"
         )
 
     failures = [r for r in records if r.error]

@@ -280,7 +280,7 @@ async def _commit(
                 if reused_from is not None:
                     metrics.JOBS_REUSED.inc()
             else:
-                job, created = await to_thread.run_sync(svc.store.jobs.create, new)
+                job, created = await svc.commits.create(new)
         except BaseException:
             await svc.storage.delete(key)
             raise

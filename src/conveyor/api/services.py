@@ -15,6 +15,7 @@ from conveyor.processors.registry import Registry
 from conveyor.settings import Settings
 from conveyor.storage import Storage
 from conveyor.store import Job, Store, tombstoned_or_expired
+from conveyor.store.group_commit import GroupCommit
 
 if TYPE_CHECKING:
     from conveyor.api.hub import EventHub
@@ -36,6 +37,11 @@ class Services:
     #: key then makes it replay or refuse once the first one commits.
     #: Keyed by (tenant, key): Idempotency-Keys are per tenant.
     uploading: set[tuple[str, str]] = field(default_factory=set)
+    #: Batches the job rows of concurrent uploads into shared transactions.
+    commits: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commits = GroupCommit(self.store.jobs)
 
     def load_job(self, job_id: str, caller: Caller | None = None) -> Job:
         """The job, or :class:`JobNotFound` / :class:`JobGone` (404 / 410 at the edge).
@@ -51,6 +57,7 @@ class Services:
         return job
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain function dependency in a worker thread, one hop per request.
     svc: Any = request.app.state.services
     return svc  # type: ignore[no-any-return]

@@ -50,6 +50,8 @@ _spawn = multiprocessing.get_context("spawn")
 OUTAGE = (InsufficientStorage, SQLAlchemyError)
 #: Least time between two log lines about the same ongoing outage.
 OUTAGE_LOG_S = 60.0
+#: Least time between two "is the queue empty?" counts in burst mode.
+DRAIN_CHECK_S = 0.25
 
 
 @dataclass(slots=True)
@@ -91,6 +93,7 @@ class Supervisor:
         self._settings_json = settings.model_dump_json()
         self._last_heartbeat = 0.0
         self._last_reap = 0.0
+        self._last_drain_check = 0.0
         self.restarts = Restarts()
         self._outage: str | None = None
         self._outage_logged = 0.0
@@ -306,6 +309,11 @@ class Supervisor:
     def _drained(self) -> bool:
         if any(s.running for s in self.slots):
             return False
+        # A count of the whole table: at most a few times a second, not after every message.
+        now = time.monotonic()
+        if now - self._last_drain_check < DRAIN_CHECK_S:
+            return False
+        self._last_drain_check = now
         counts = self.store.jobs.count_by_state()
         return not counts.get(JobState.QUEUED, 0) and not counts.get(JobState.RUNNING, 0)
 

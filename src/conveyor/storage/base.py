@@ -56,7 +56,7 @@ class ObjectInfo:
 class Writer(Protocol):
     """An object being written under a key chosen up front."""
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         """Add bytes; returns once the backend can take more (back-pressure)."""
         ...
 

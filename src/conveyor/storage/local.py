@@ -20,6 +20,7 @@ from typing import BinaryIO, ClassVar
 
 from conveyor.errors import InsufficientStorage
 from conveyor.storage.base import NotFound, ObjectInfo, PresignUnsupported, StorageError
+from conveyor.storage.dirsync import DirSync
 from conveyor.storage.keys import BadKey, check_key, check_prefix
 
 TMP = "tmp"
@@ -50,12 +51,12 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+#: Directory fsyncs shared by the renames of concurrent writes (one per process).
+_DIRS = DirSync()
+
+
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _DIRS.sync(path)
 
 
 def _fsync_file(path: Path) -> None:
@@ -84,35 +85,49 @@ def _publish(tmp: Path, target: Path) -> None:
 
 
 class LocalWriter:
-    def __init__(self, tmp: Path, target: Path, fh: BinaryIO) -> None:
-        self._tmp, self._target, self._fh = tmp, target, fh
+    """Writes to a temp file, opened with the first bytes that reach the disk: an upload that
+    fits in the buffer costs one thread hop (open, write, fsync, rename, all in ``complete``)."""
+
+    def __init__(self, tmp: Path, target: Path) -> None:
+        self._tmp, self._target = tmp, target
+        self._fh: BinaryIO | None = None
         self._buf = bytearray()
         self._done = False
 
-    async def write(self, data: bytes) -> None:
+    def _file(self) -> BinaryIO:
+        if self._fh is None:
+            self._fh = open(self._tmp, "xb")  # closed by complete or abort
+        return self._fh
+
+    def _write(self, chunk: bytes | bytearray) -> None:
+        self._file().write(chunk)
+
+    async def write(self, data: bytes | bytearray) -> None:
         if self._done:
             raise StorageError("write after complete or abort")
-        self._buf += data
-        if len(self._buf) >= WRITE_BUFFER:
-            chunk = bytes(self._buf)
-            self._buf.clear()
-            with _room():
-                await asyncio.to_thread(self._fh.write, chunk)
+        if not self._buf and len(data) >= WRITE_BUFFER:
+            chunk: bytes | bytearray = data  # large enough already: no copy into the buffer
+        else:
+            self._buf += data
+            if len(self._buf) < WRITE_BUFFER:
+                return
+            chunk, self._buf = self._buf, bytearray()  # handed to the thread, not copied
+        with _room():
+            await asyncio.to_thread(self._write, chunk)
 
     async def complete(self) -> None:
         if self._done:
             raise StorageError("complete after complete or abort")
         self._done = True
-        tail = bytes(self._buf)
-        self._buf.clear()
+        tail, self._buf = self._buf, bytearray()
         await asyncio.to_thread(self._complete, tail)
 
-    def _complete(self, tail: bytes) -> None:
+    def _complete(self, tail: bytes | bytearray) -> None:
         try:
-            with _room(), self._fh:
-                self._fh.write(tail)
-                self._fh.flush()
-                os.fsync(self._fh.fileno())  # the bytes are durable before they get a name
+            with _room(), self._file() as fh:
+                fh.write(tail)
+                fh.flush()
+                os.fsync(fh.fileno())  # the bytes are durable before they get a name
             with _room():
                 _publish(self._tmp, self._target)
         except BaseException:
@@ -123,14 +138,15 @@ class LocalWriter:
         if not self._done:
             self._done = True
             self._buf.clear()
-            await asyncio.to_thread(self._drop)
+            if self._fh is not None:  # nothing reached the disk: nothing to remove
+                await asyncio.to_thread(self._drop, self._fh)
 
-    def _drop(self) -> None:
+    def _drop(self, fh: BinaryIO) -> None:
         try:
             # Closing flushes what a failed write left buffered: on a full disk that fails
             # again, and must not hide why the write was aborted.
             with contextlib.suppress(OSError):
-                self._fh.close()
+                fh.close()
         finally:
             self._tmp.unlink(missing_ok=True)
 
@@ -178,10 +194,7 @@ class LocalStorage:
         return self._tmp / f"{uuid.uuid4().hex}.part"
 
     async def open_writer(self, key: str) -> LocalWriter:
-        target, tmp = self._path(key), self._new_tmp()
-        with _room():
-            fh = await asyncio.to_thread(open, tmp, "xb")
-        return LocalWriter(tmp, target, fh)
+        return LocalWriter(self._new_tmp(), self._path(key))
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> LocalReader:
         path = self._path(key)
@@ -220,6 +233,11 @@ class LocalStorage:
         return await asyncio.to_thread(self._keys, prefix)
 
     def _keys(self, prefix: str) -> list[str]:
+        if prefix.endswith("/") and prefix != TMP + "/":  # one directory: walk it, not its parent
+            inside = [os.path.join(dirpath, name)
+                      for dirpath, _dirs, files in os.walk(self.root / prefix[:-1])
+                      for name in files]
+            return sorted(str(Path(p).relative_to(self.root)) for p in inside)
         folder, _, start = prefix.rpartition("/")
         base = self.root / folder if folder else self.root
         found: list[str] = []

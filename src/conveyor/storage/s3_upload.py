@@ -87,7 +87,7 @@ class S3Writer:
         self._done = False
         self._completed = False
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         if self._done:
             raise StorageError("write after complete or abort")
         self._buf += data

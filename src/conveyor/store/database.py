@@ -54,6 +54,15 @@ class Tx:
     def execute(self, stmt: Executable, params: Any = None) -> CursorResult[Any]:
         return self.conn.execute(stmt, params)
 
+    def mark(self) -> tuple[int, int]:
+        """Where the announcements stand now (see :meth:`forget_since`)."""
+        return len(self.runnable), len(self.transitions)
+
+    def forget_since(self, mark: tuple[int, int]) -> None:
+        """A savepoint rolled back: drop what it would have announced."""
+        del self.runnable[mark[0]:]
+        del self.transitions[mark[1]:]
+
     def made_runnable(self, job_id: str, run_after: float, *, pipeline: str | None = None,
                       priority: int = 0, timeout_s: float = 0.0) -> None:
         self.runnable.append(Runnable(job_id, run_after, pipeline, priority, timeout_s))

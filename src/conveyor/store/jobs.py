@@ -39,8 +39,12 @@ _KEY_LOCKS = 0x52555345
 _LOCK_KEY = text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))")
 
 
-def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
-    """Insert a queued job with its ``job.queued`` event; it is dispatched after the commit."""
+def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float,
+               request_id: str | None = None) -> Any:
+    """Insert a queued job with its ``job.queued`` event; it is dispatched after the commit.
+
+    ``request_id`` names the HTTP request that made the job (default: the one being served).
+    """
     values = {
         "id": new.id,
         "state": JobState.QUEUED.value,
@@ -70,11 +74,11 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
     data: dict[str, Any] = {"pipeline": new.pipeline}
     if new.parent_id is not None:
         data["parent_id"] = new.parent_id
-    request_id = REQUEST_ID.get()
+    request_id = request_id or REQUEST_ID.get()
     if request_id is not None:
         # Recorded so a worker's log lines name the request that created the job.
         data["request_id"] = request_id
-    event_log.append(tx, new.id, EventType.QUEUED, data, now)
+    event_log.append(tx, new.id, EventType.QUEUED, data, now, request_id)
     tx.made_runnable(new.id, now, pipeline=new.pipeline, priority=new.priority,
                      timeout_s=new.timeout_s)
     return row
@@ -107,13 +111,65 @@ class Jobs:
 
     def create(self, new: NewJob) -> tuple[Job, bool]:
         """Insert a queued job. Returns (job, created); an existing Idempotency-Key wins."""
+        return self._create_one(new, None)
+
+    def create_many(
+        self, batch: Sequence[tuple[NewJob, str | None]],
+    ) -> builtins.list[tuple[Job, bool] | Exception]:
+        """Group commit: insert ``batch`` (new job, request id) in one transaction.
+
+        One result per member, in order: (job, created) as :meth:`create` returns it, or the
+        member's own error. A member whose Idempotency-Key is taken (inserted in a savepoint)
+        gets the existing job and does not fail the others. An error of the transaction as a
+        whole (a full disk, a failed commit) propagates; any other failure of one member's
+        insert makes every member run alone, so that each gets its own outcome.
+        """
+        try:
+            results = self._insert_together(batch)
+        except IntegrityError:
+            results = []
+            for new, request_id in batch:
+                try:
+                    results.append(self._create_one(new, request_id))
+                except Exception as exc: # handed to that member's request
+                    results.append(exc)
+            return results
+        for i, (new, _request_id) in enumerate(batch):
+            lost = results[i]
+            if isinstance(lost, IntegrityError) and new.idempotency_key is not None:
+                existing = self.by_idempotency_key(new.tenant_id, new.idempotency_key)
+                results[i] = lost if existing is None else (existing, False)
+        return results
+
+    def _insert_together(
+        self, batch: Sequence[tuple[NewJob, str | None]],
+    ) -> builtins.list[tuple[Job, bool] | Exception]:
+        now = time.time()
+        results: builtins.list[tuple[Job, bool] | Exception] = []
+        with self.db.tx() as tx:
+            for new, request_id in batch:
+                if new.idempotency_key is None:  # a fresh id and no key: nothing can collide
+                    row = insert_job(tx, new, now, self.db.retention_s, request_id)
+                    results.append((Job.from_row(row), True))
+                    continue
+                mark = tx.mark()
+                try:
+                    with tx.conn.begin_nested():
+                        row = insert_job(tx, new, now, self.db.retention_s, request_id)
+                except IntegrityError as exc:
+                    tx.forget_since(mark)
+                    results.append(exc)
+                else:
+                    results.append((Job.from_row(row), True))
+        return results
+
+    def _create_one(self, new: NewJob, request_id: str | None) -> tuple[Job, bool]:
         try:
             with self.db.tx() as tx:
-                row = insert_job(tx, new, time.time(), self.db.retention_s)
+                row = insert_job(tx, new, time.time(), self.db.retention_s, request_id)
         except IntegrityError:
-            if new.idempotency_key is None:
-                raise
-            existing = self.by_idempotency_key(new.tenant_id, new.idempotency_key)
+            existing = (self.by_idempotency_key(new.tenant_id, new.idempotency_key)
+                        if new.idempotency_key is not None else None)
             if existing is None:
                 raise
             return existing, False
