@@ -18,6 +18,7 @@ exception type -> status, the stable ``code`` taken from the exception).
     │   │                           field_too_large, bad_request
     │   ├── UploadAborted       400 bad_request: the client went away mid-upload
     │   ├── TooLarge            413 too_large
+    │   │   └── UploadOverQuota 413 too_large: over the tenant's max_upload_bytes
     │   ├── NoFile              422 no_file: no file part, or no body at all
     │   └── BadParameter        422 bad_parameter: a parameter is unknown or out of range
     │       ├── InvalidOptions  422 bad_options: options are not a JSON object we take
@@ -25,6 +26,8 @@ exception type -> status, the stable ``code`` taken from the exception).
     ├── InsufficientStorage     the disk (files or database) is full             507
     │                           insufficient_storage, with Retry-After
     ├── StorageUnavailable      object storage unreachable or refusing   503 storage_unavailable
+    ├── QuotaExceeded           over a tenant quota (RateLimit headers)  429 quota_exceeded
+    │   └── RateLimited         over the tenant's request rate           429 rate_limited
     ├── LeaseLost               a worker's lease token no longer matches (a newer attempt owns it)
     └── ClientError             the Python client got a problem+json answer
 
@@ -35,6 +38,7 @@ live in :mod:`conveyor.processors.registry` and are mapped by the same table.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 
 class ConveyorError(Exception):
@@ -127,6 +131,14 @@ class TooLarge(UploadError):
     code = "too_large"
 
 
+class UploadOverQuota(TooLarge):
+    """The upload passed the tenant's ``max_upload_bytes`` (413: waiting does not help)."""
+
+    def __init__(self, message: str, *, limit: QuotaLimit) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class NoFile(UploadError):
     """There is no file: no ``file`` part, or no request body at all."""
 
@@ -182,6 +194,38 @@ class StorageUnavailable(ConveyorError):
 
     code = "storage_unavailable"
     retry_after = 5
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimit:
+    """One tenant quota as the RateLimit headers describe it (draft-ietf-httpapi-ratelimit-
+    headers-11): the policy's name, its quota ``q``, the units left ``r``, the seconds until
+    they are back ``t``; ``window`` and ``unit`` (``request``, ``content-bytes``) are optional.
+    """
+
+    policy: str
+    quota: int
+    remaining: int
+    reset: int
+    window: int | None = None
+    unit: str | None = None
+
+
+class QuotaExceeded(ConveyorError):
+    """The tenant is over one of its quotas: nothing was kept; retry after ``retry_after``."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, limit: QuotaLimit) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = max(1, limit.reset)
+
+
+class RateLimited(QuotaExceeded):
+    """The tenant sent more requests per second than its ``requests_per_s`` allows."""
+
+    code = "rate_limited"
 
 
 class LeaseLost(ConveyorError):

@@ -18,6 +18,7 @@ from starlette.routing import Match, Mount
 
 from conveyor import errors
 from conveyor.processors.registry import BadOptions, UnknownPipeline
+from conveyor.quotas import headers as ratelimit
 
 PROBLEM = "application/problem+json"
 
@@ -53,6 +54,9 @@ CODES: dict[str, str] = {
     "too_many_connections": "too many concurrent connections from one client address",
     "insufficient_storage": "the server's disk (files or database) is full or below "
     "CONVEYOR_MIN_FREE_BYTES; nothing was kept: try again after Retry-After seconds",
+    "quota_exceeded": "the tenant is over a quota (max_queued, bytes_per_day, storage_bytes): "
+    "nothing was kept; the RateLimit headers say which, retry after Retry-After seconds",
+    "rate_limited": "the tenant sent more requests per second than its requests_per_s quota",
     "internal_error": "a bug: the server failed unexpectedly",
 }
 
@@ -67,6 +71,7 @@ _TITLES = {
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
     507: "Insufficient Storage",
@@ -91,6 +96,7 @@ STATUS: dict[type[Exception], int] = {
     BadOptions: 422,
     errors.InsufficientStorage: 507,
     errors.StorageUnavailable: 503,
+    errors.QuotaExceeded: 429,
 }
 
 #: Codes of the mapped exceptions that do not carry one (the registry's are plain exceptions).
@@ -110,7 +116,11 @@ def status_of(exc: BaseException) -> int:
 
 def headers_of(exc: BaseException) -> dict[str, str] | None:
     """Response headers a domain error asks for: ``Retry-After`` for one that is temporary
-    (a full disk, a draining server)."""
+    (a full disk, a draining server); the RateLimit fields for a quota (no ``Retry-After``
+    for a too-large upload: waiting does not help)."""
+    limit = getattr(exc, "limit", None)
+    if isinstance(limit, errors.QuotaLimit):
+        return ratelimit.headers(limit, retry_after=isinstance(exc, errors.QuotaExceeded))
     retry_after = getattr(exc, "retry_after", None)
     return {"Retry-After": str(retry_after)} if retry_after is not None else None
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -23,9 +23,11 @@ from conveyor.api.events import router as events_router
 from conveyor.api.head import HeadAsGet
 from conveyor.api.hub import EventHub
 from conveyor.api.maintenance import retention_loop, startup_sweep, sweep_grace
+from conveyor.api.quotas import limit_rate
 from conveyor.api.requestlog import ConveyorApp
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
+from conveyor.api.routes_tenant import router as tenant_router
 from conveyor.api.services import Services
 from conveyor.dispatch.serving import ServeEngine
 from conveyor.processors.builtin import build_registry
@@ -120,9 +122,12 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     docs.install(app)
     app.add_middleware(HeadAsGet, router=app.router)
     app.add_middleware(BodyIdleTimeout, idle_s=settings.body_idle_timeout_s)
-    app.include_router(jobs_router)
-    app.include_router(downloads_router)
-    app.include_router(events_router)
+    # Every tenant route counts against the tenant's requests_per_s (not /healthz, /readyz).
+    rate = [Depends(limit_rate)]
+    app.include_router(jobs_router, dependencies=rate)
+    app.include_router(downloads_router, dependencies=rate)
+    app.include_router(events_router, dependencies=rate)
+    app.include_router(tenant_router, dependencies=rate)
     app.include_router(system_router)
 
     @app.get("/", include_in_schema=False)

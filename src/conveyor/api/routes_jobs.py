@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 from ulid import ULID
 
 from conveyor.api.maintenance import remove_job_data
+from conveyor.api.quotas import tenant_of
 from conveyor.api.room import check_room
 from conveyor.api.services import Services, services
 from conveyor.api.upload_doc import UPLOAD_DOC
@@ -50,7 +51,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     s: problem_schema() for s in (400, 404, 409, 410, 413, 422)
 }
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS, 503: problem_schema(), 507: problem_schema()}
+    **_ERRORS, 429: problem_schema(), 503: problem_schema(), 507: problem_schema()}
 
 def _validate(svc: Services, params: JobParams) -> tuple[str, Any]:
     return params.pipeline, svc.registry.validate(params.pipeline, params.options)
@@ -169,6 +170,10 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
     await check_room(svc, int(length) if length else 0)
     content_type = request.headers.get("content-type", "application/octet-stream")
     multipart = content_type.lower().startswith("multipart/form-data")
+    # The tenant's quotas, from the headers: a job slot, and Content-Length against the byte
+    # quotas; the body is then read against what is left of them (budget).
+    tenant = tenant_of(request)
+    budget = await svc.quotas.admit_upload(tenant, int(length) if length else None, multipart)
     query = dict(request.query_params)
     params: JobParams | None = None
     early = _EarlyCheck(svc)
@@ -191,9 +196,10 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
         try:
             if multipart:
                 got = await receive_multipart(request.stream(), content_type, writer,
-                                              settings.max_upload_bytes, early)
+                                              settings.max_upload_bytes, early, budget)
             else:
-                got = await receive_raw(request.stream(), writer, settings.max_upload_bytes)
+                got = await receive_raw(request.stream(), writer, settings.max_upload_bytes,
+                                        budget)
                 got.filename = query.get("filename") or parse_content_disposition_filename(
                     request.headers.get("content-disposition")
                 )
@@ -213,7 +219,7 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
             return JSONResponse(job_view(previous), status_code=200,
                                 headers={"Location": f"/v1/jobs/{previous.id}"})
         job, created = await _commit(svc, job_id, writer, got, params, pipeline, options,
-                                     idempotency_key)
+                                     idempotency_key, tenant)
         if not created:
             # Another process committed this key first; _commit removed our copy.
             _same_request(job, pipeline, options, got.sha256)
@@ -230,7 +236,7 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
 
 async def _commit(
     svc: Services, job_id: str, writer: Writer, got: Received, params: JobParams,
-    pipeline: str, options: Any, idempotency_key: str | None,
+    pipeline: str, options: Any, idempotency_key: str | None, tenant: str,
 ) -> tuple[Job, bool]:
     """Complete the input (durable and visible), commit the job row: only then answer 202."""
     key = input_key(job_id)
@@ -255,6 +261,7 @@ async def _commit(
             timeout_s=params.timeout_s or svc.settings.job_timeout_s,
             webhook_url=params.webhook_url,
             idempotency_key=idempotency_key,
+            tenant_id=tenant,
         )
         try:
             job, created = await to_thread.run_sync(svc.store.jobs.create, new)

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from conveyor.api.drain import Drain
+from conveyor.api.quotas import QuotaGate
 from conveyor.errors import JobGone, JobNotFound
 from conveyor.processors.registry import Registry
+from conveyor.quotas.rate import RequestRate
 from conveyor.settings import Settings
 from conveyor.storage import Storage
 from conveyor.store import Job, Store, tombstoned_or_expired
@@ -34,6 +36,11 @@ class Services:
     #: second upload with the same key on another process is not seen here; the store's unique
     #: key then makes it replay or refuse once the first one commits.
     uploading: set[str] = field(default_factory=set)
+    #: Quota cache and request-rate limiter (per process).
+    quotas: QuotaGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.quotas = QuotaGate(self.store, RequestRate(self.settings.rate_limit_storage))
 
     def load_job(self, job_id: str) -> Job:
         """The job, or :class:`JobNotFound` / :class:`JobGone` (404 / 410 at the edge)."""

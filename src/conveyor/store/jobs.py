@@ -14,6 +14,7 @@ from conveyor.errors import JobConflict, JobNotFound
 from conveyor.models import EventType, JobState
 from conveyor.store import events as event_log
 from conveyor.store.database import Database, Tx, dumps
+from conveyor.store.quotas import reserve
 from conveyor.store.records import Artifact, Job, NewJob
 from conveyor.store.tables import artifacts, jobs
 from conveyor.store.transitions import announce_end, move
@@ -24,6 +25,7 @@ _NEW_JOB_COLUMNS = (
     "id", "state", "pipeline", "options", "priority", "max_attempts", "timeout_s", "input_key",
     "input_filename", "input_size", "input_sha256", "media_type", "declared_type", "parent_id",
     "webhook_url", "idempotency_key", "run_after", "created_at", "updated_at", "expires_at",
+    "tenant_id",
 )
 _INSERT_JOB = text(
     f"INSERT INTO jobs ({', '.join(_NEW_JOB_COLUMNS)}) "
@@ -54,6 +56,7 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
         "created_at": now,
         "updated_at": now,
         "expires_at": now + retention_s,
+        "tenant_id": new.tenant_id,
     }
     row = tx.execute(_INSERT_JOB, values).one()
     data: dict[str, Any] = {"pipeline": new.pipeline}
@@ -95,10 +98,16 @@ class Jobs:
         self.db = db
 
     def create(self, new: NewJob) -> tuple[Job, bool]:
-        """Insert a queued job. Returns (job, created); an existing Idempotency-Key wins."""
+        """Insert a queued job. Returns (job, created); an existing Idempotency-Key wins.
+
+        The tenant's upload quotas are checked and its bytes counted in the same transaction
+        (:func:`~conveyor.store.quotas.reserve`): over a quota, nothing is inserted.
+        """
         try:
             with self.db.tx() as tx:
-                row = insert_job(tx, new, time.time(), self.db.retention_s)
+                now = time.time()
+                reserve(tx, new.tenant_id, new.input_size, now)
+                row = insert_job(tx, new, now, self.db.retention_s)
         except IntegrityError:
             if new.idempotency_key is None:
                 raise

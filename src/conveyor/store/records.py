@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.models import JobError, JobState
+from conveyor.store.tables import DEFAULT_TENANT
 
 
 @dataclass(slots=True)
@@ -137,6 +138,8 @@ class NewJob:
     parent_id: str | None = None
     webhook_url: str | None = None
     idempotency_key: str | None = None
+    #: The owner (0003); a child job is always its parent's tenant's.
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(slots=True)

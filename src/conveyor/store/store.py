@@ -28,6 +28,7 @@ from conveyor.store.events import EventLog
 from conveyor.store.jobs import Jobs
 from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
+from conveyor.store.quotas import TenantQuotas
 from conveyor.store.records import Job
 
 
@@ -51,6 +52,7 @@ class Store:
         self.outbox = Outbox(self.db)
         self.maintenance = Maintenance(self.db)
         self.dispatching = Dispatching(self.db)
+        self.quotas = TenantQuotas(self.db)
 
     @property
     def pg(self) -> bool:
