@@ -171,9 +171,13 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
     content_type = request.headers.get("content-type", "application/octet-stream")
     multipart = content_type.lower().startswith("multipart/form-data")
     # The tenant's quotas, from the headers: a job slot, and Content-Length against the byte
-    # quotas; the body is then read against what is left of them (budget).
+    # quotas; the body is then read against what is left of them (budget). A replay of an
+    # Idempotency-Key creates nothing: it is not refused for a full quota.
     tenant = tenant_of(request)
-    budget = await svc.quotas.admit_upload(tenant, int(length) if length else None, multipart)
+    budget = None
+    if previous is None:
+        budget = await svc.quotas.admit_upload(tenant, int(length) if length else None,
+                                               multipart)
     query = dict(request.query_params)
     params: JobParams | None = None
     early = _EarlyCheck(svc)
