@@ -209,7 +209,7 @@ def claim_ms(backend: str, queued: int, tenants: int, claims: int = 300) -> dict
 
 
 def explain(backend: str, queued: int = 10_000, tenants: int = 5) -> list[str]:
-    """The fair pick's plan with ``queued`` jobs: it must search ix_jobs_tenant."""
+    """The fair pick's plan with ``queued`` jobs: it must search ix_jobs_runnable."""
     from conveyor.store.attempts import _PICK
 
     with tempfile.TemporaryDirectory() as tmp:

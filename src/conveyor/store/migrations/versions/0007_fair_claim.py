@@ -1,8 +1,10 @@
-"""Fair claim on SQLite: a claim moves its tenant's ``last_claimed_at`` in the same statement.
+"""Fair claim: an index for its search, and on SQLite a trigger that moves the tenant's
+``last_claimed_at`` in the claim's own statement.
 
-SQLite cannot write two tables in one statement except through a trigger; PostgreSQL's claim
-does it in a data-modifying CTE instead (``store/attempts.py``), so this revision does nothing
-there.
+``ix_jobs_runnable`` holds only queued jobs, per tenant in claim order (priority, age, id): the
+claim finds a tenant's next job, or whether it has one, in one probe. SQLite cannot write two
+tables in one statement except through a trigger; PostgreSQL's claim does it in a
+data-modifying CTE instead (``store/attempts.py``).
 
 Revision ID: 0007
 Revises: 0003
@@ -19,6 +21,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS ix_jobs_runnable ON jobs "
+        "(tenant_id, priority DESC, created_at, id) "
+        "WHERE state = 'queued' AND deleted_at IS NULL"
+    )
     if op.get_bind().dialect.name != "sqlite":
         return
     op.execute(
@@ -32,3 +39,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TRIGGER IF EXISTS trg_jobs_claimed")
+    op.execute("DROP INDEX IF EXISTS ix_jobs_runnable")
