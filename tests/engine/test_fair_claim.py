@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -181,3 +183,24 @@ def test_storage_quota_frees_with_deleted_jobs(engine: Engine) -> None:
     assert err.value.limit.policy == "storage_bytes"
     engine.store.jobs.delete(first)
     add(engine, "a", data=b"1")
+
+
+def test_concurrent_claims_never_pass_max_running(engine: Engine) -> None:
+    set_quota(engine, "a", max_running=2)
+    for _ in range(20):
+        add(engine, "a")
+    b = add(engine, "b")
+    gate = threading.Barrier(10)
+
+    def claim(i: int) -> str | None:
+        gate.wait()
+        got = engine.store.attempts.claim_next(f"w{i}", 30)
+        return got.job.id if got else None
+
+    with ThreadPoolExecutor(10) as pool:
+        claimed = [c for c in pool.map(claim, range(10)) if c is not None]
+    assert b in claimed
+    with engine.store.db.reader.connect() as conn:
+        running = conn.execute(text("SELECT count(*) FROM jobs WHERE tenant_id = 'a' "
+                                    "AND state = 'running'")).scalar()
+    assert running == 2 and len(claimed) == 3

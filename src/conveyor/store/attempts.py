@@ -68,12 +68,18 @@ _CLAIM_NEXT_SQLITE = text(
     f"UPDATE jobs {_CLAIM_SET} WHERE id = (SELECT id FROM ({_PICK})) AND state = 'queued' "
     "RETURNING *"
 )
+# On PostgreSQL two claims may read the same running count (each statement's snapshot misses
+# the other's uncommitted claim): the tenant row that ``bumped`` locks until the commit
+# serialises them, and a tenant with max_running is counted again after the statement
+# (:meth:`Attempts._over_limit`), which then sees every earlier claim.
+_BUMPED = ("bumped AS (UPDATE tenants SET last_claimed_at = :now FROM {src} "
+           "WHERE tenants.id = {src}.tenant_id RETURNING tenants.max_running)")
 _CLAIM_NEXT_PG = text(
     f"WITH chosen AS MATERIALIZED ({_PICK} FOR UPDATE SKIP LOCKED), "
-    "bumped AS (UPDATE tenants SET last_claimed_at = :now FROM chosen "
-    "           WHERE tenants.id = chosen.tenant_id) "
-    f"UPDATE jobs {_CLAIM_SET} FROM chosen WHERE jobs.id = chosen.id "
-    "AND jobs.state = 'queued' RETURNING jobs.*"
+    f"claimed AS (UPDATE jobs {_CLAIM_SET} FROM chosen WHERE jobs.id = chosen.id "
+    "AND jobs.state = 'queued' RETURNING jobs.*), "
+    f"{_BUMPED.format(src='claimed')} "
+    "SELECT claimed.*, (SELECT max_running FROM bumped) AS tenant_max_running FROM claimed"
 )
 _GLOBAL_SQLITE = text(
     f"UPDATE jobs {_CLAIM_SET} WHERE id = ({_PICK_GLOBAL}) AND state = 'queued' RETURNING *"
@@ -93,10 +99,10 @@ _CLAIM_ONE_SQLITE = text(
 _CLAIM_ONE_PG = text(
     f"WITH claimed AS (UPDATE jobs {_CLAIM_SET} WHERE id = :id AND {_RUNNABLE} AND {_ONE_ROOM} "
     "RETURNING *), "
-    "bumped AS (UPDATE tenants SET last_claimed_at = :now FROM claimed "
-    "           WHERE tenants.id = claimed.tenant_id) "
-    "SELECT * FROM claimed"
+    f"{_BUMPED.format(src='claimed')} "
+    "SELECT claimed.*, (SELECT max_running FROM bumped) AS tenant_max_running FROM claimed"
 )
+_RUNNING = text("SELECT count(*) FROM jobs WHERE tenant_id = :t AND state = 'running'")
 #: A due job the claim above refused (its tenant is at max_running) is due again a moment
 #: later, so the reconciler sends it again (its message now predates run_after).
 _DEFER = text(f"UPDATE jobs SET run_after = :later, updated_at = :now WHERE id = :id "
@@ -109,6 +115,10 @@ _SUCCEED = text(
     WHERE id = :id AND lease_token = :token AND state = 'running' AND NOT cancel_requested
     RETURNING webhook_url, tenant_id"""
 )
+
+
+class _OverLimit(Exception):
+    """A PostgreSQL claim that found its tenant over max_running once serialised."""
 
 
 @dataclass(slots=True)
@@ -126,8 +136,15 @@ class Attempts:
     def claim_next(self, worker_id: str, lease_s: float) -> Claim | None:
         """Claim the next runnable job in one atomic statement: round-robin across tenants
         with room under ``max_running``, then by priority, then age."""
-        return self._claim(_CLAIM_NEXT_PG if self.db.pg else _CLAIM_NEXT_SQLITE, {},
-                           worker_id, lease_s)
+        stmt = _CLAIM_NEXT_PG if self.db.pg else _CLAIM_NEXT_SQLITE
+        try:
+            return self._claim(stmt, {}, worker_id, lease_s)
+        except _OverLimit:
+            # Another claim took the tenant's last slot first; the next pick skips it.
+            try:
+                return self._claim(stmt, {}, worker_id, lease_s)
+            except _OverLimit:
+                return None
 
     def claim_next_global(self, worker_id: str, lease_s: float) -> Claim | None:
         """The claim before fair scheduling (priority, then age, whatever the tenant): only
@@ -142,8 +159,11 @@ class Attempts:
         None too while the job's tenant is at ``max_running``: the job stays queued, due
         again :data:`DEFER_S` later, and the reconciler sends its message again then.
         """
-        claimed = self._claim(_CLAIM_ONE_PG if self.db.pg else _CLAIM_ONE_SQLITE,
-                              {"id": job_id}, worker_id, lease_s)
+        try:
+            claimed = self._claim(_CLAIM_ONE_PG if self.db.pg else _CLAIM_ONE_SQLITE,
+                                  {"id": job_id}, worker_id, lease_s)
+        except _OverLimit:
+            claimed = None
         if claimed is None:
             now = time.time()
             with self.db.tx() as tx:
@@ -162,6 +182,8 @@ class Attempts:
             row = tx.execute(stmt, params).one_or_none()
             if row is None:
                 return None
+            if self._over_limit(tx, row):
+                raise _OverLimit  # rolls the claim back
             job = Job.from_row(row)
             # Only looked up when transitions are logged: it costs a read per claim.
             request_id = (event_log.origin(tx, job.id)
@@ -169,6 +191,16 @@ class Attempts:
             event_log.append(tx, job.id, EventType.STARTED,
                              {"attempt": job.attempts, "worker": worker_id}, now, request_id)
         return Claim(job=job, token=token, attempt=job.attempts, request_id=request_id)
+
+    @staticmethod
+    def _over_limit(tx: Tx, row: Any) -> bool:
+        """PostgreSQL: whether this claim put its tenant over max_running (a concurrent claim
+        of the same tenant committed first). SQLite's write lock already excludes that."""
+        limit = row._mapping.get("tenant_max_running") if tx.pg else None
+        if limit is None:
+            return False
+        running = tx.execute(_RUNNING, {"t": row._mapping["tenant_id"]}).scalar_one()
+        return bool(running > limit)
 
     # -- while running -----------------------------------------------------------------------
 
