@@ -134,6 +134,12 @@ def serve(
     _observability(settings, server=True)
     _load_plugins(settings)
     _check_storage(settings)
+    from conveyor.auth.startup import is_loopback, refusal
+
+    refused = refusal(settings, host)
+    if refused:
+        typer.echo(f"error: {refused}", err=True)
+        raise typer.Exit(2)
     if not access_log:
         logging.getLogger("conveyor.access").setLevel(logging.WARNING)
 
@@ -143,7 +149,8 @@ def serve(
     from conveyor.api.drain import AFTER_DRAIN_S, DrainingServer
     from conveyor.api.protocol import HeadLimits, protocol_class
 
-    application = create_app(settings, workers=0 if no_workers else settings.workers)
+    application = create_app(settings, workers=0 if no_workers else settings.workers,
+                             loopback=is_loopback(host))
     config = uvicorn.Config(
         application,
         host=host,
@@ -239,9 +246,11 @@ def version() -> None:
 
 
 def _register_client_commands() -> None:
+    from conveyor.cli_admin import register as register_admin
     from conveyor.cli_client import register
 
     register(app)
+    register_admin(app)
 
 
 _register_client_commands()

@@ -1,7 +1,8 @@
 """Client-side commands: ``conveyor submit``, ``conveyor jobs ...``, ``conveyor pipelines``.
 
 They speak HTTP to a running server (``--url`` or ``$CONVEYOR_URL``) through
-:class:`conveyor.client.Client`. Machine-readable output (job ids, ``--json``) goes to stdout;
+:class:`conveyor.client.Client`, with the API key of ``$CONVEYOR_API_KEY`` when set.
+Machine-readable output (job ids, ``--json``) goes to stdout;
 progress bars and errors go to stderr.
 """
 
@@ -41,7 +42,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 Url = Annotated[
     str | None,
     typer.Option("--url", envvar="CONVEYOR_URL", show_envvar=True,
-                 help="Server base URL (default http://127.0.0.1:8000)."),
+                 help="Server base URL (default http://127.0.0.1:8000); the API key is read "
+                      "from $CONVEYOR_API_KEY."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 JobId = Annotated[str, typer.Argument(help="The job id.", show_default=False)]

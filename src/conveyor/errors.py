@@ -26,6 +26,10 @@ exception type -> status, the stable ``code`` taken from the exception).
     ├── InsufficientStorage     the disk (files or database) is full             507
     │                           insufficient_storage, with Retry-After
     ├── StorageUnavailable      object storage unreachable or refusing   503 storage_unavailable
+    ├── Unauthorized            no usable API key (missing, unknown, revoked)   401 unauthorized
+    ├── Forbidden               the key lacks the route's scope                   403 forbidden
+    ├── TenantNotFound          no tenant (or API key) has that id               404 not_found
+    ├── TenantConflict          the tenant exists already, or is deleted         409 conflict
     ├── QuotaExceeded           over a tenant quota (RateLimit headers)  429 quota_exceeded
     │   └── RateLimited         over the tenant's request rate           429 rate_limited
     ├── LeaseLost               a worker's lease token no longer matches (a newer attempt owns it)
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 class ConveyorError(Exception):
@@ -194,6 +199,31 @@ class StorageUnavailable(ConveyorError):
 
     code = "storage_unavailable"
     retry_after = 5
+
+
+class Unauthorized(ConveyorError):
+    """No usable API key: missing, malformed, unknown, revoked, or of a deleted tenant."""
+
+    code = "unauthorized"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer realm="conveyor"'}
+
+
+class Forbidden(ConveyorError):
+    """The API key is valid but lacks the scope the route needs."""
+
+    code = "forbidden"
+
+
+class TenantNotFound(ConveyorError):
+    """No tenant (or API key) has that id."""
+
+    code = "not_found"
+
+
+class TenantConflict(ConveyorError):
+    """The tenant exists already, or was deleted (its id is not reused)."""
+
+    code = "conflict"
 
 
 @dataclass(frozen=True, slots=True)

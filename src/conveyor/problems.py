@@ -36,7 +36,10 @@ CODES: dict[str, str] = {
     "unknown_pipeline": "no pipeline has that name",
     "bad_parameter": "a parameter (priority, max_attempts, timeout_s, ...) is out of range",
     "bad_webhook_url": "the webhook URL is not allowed (scheme, or a private address)",
-    "not_found": "no such job or artifact",
+    "unauthorized": "no usable API key: send `Authorization: Bearer <key>` (missing, "
+    "malformed, unknown or revoked key)",
+    "forbidden": "the API key lacks the scope this route needs",
+    "not_found": "no such job, artifact, tenant or key",
     "gone": "the job expired or was deleted",
     "conflict": "the job's state does not allow this (or the first upload with this "
     "Idempotency-Key is still running)",
@@ -62,6 +65,8 @@ CODES: dict[str, str] = {
 
 _TITLES = {
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -84,7 +89,11 @@ STATUS: dict[type[Exception], int] = {
     errors.MalformedBody: 400,
     errors.UploadAborted: 400,
     errors.BadEventId: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.JobNotFound: 404,
+    errors.TenantNotFound: 404,
+    errors.TenantConflict: 409,
     errors.JobConflict: 409,
     errors.JobGone: 410,
     errors.TooLarge: 413,
@@ -116,13 +125,16 @@ def status_of(exc: BaseException) -> int:
 
 def headers_of(exc: BaseException) -> dict[str, str] | None:
     """Response headers a domain error asks for: ``Retry-After`` for one that is temporary
-    (a full disk, a draining server); the RateLimit fields for a quota (no ``Retry-After``
-    for a too-large upload: waiting does not help)."""
+    (a full disk, a draining server), ``WWW-Authenticate`` for a 401; the RateLimit fields for
+    a quota (no ``Retry-After`` for a too-large upload: waiting does not help)."""
     limit = getattr(exc, "limit", None)
     if isinstance(limit, errors.QuotaLimit):
         return ratelimit.headers(limit, retry_after=isinstance(exc, errors.QuotaExceeded))
+    found: dict[str, str] = dict(getattr(exc, "headers", None) or {})
     retry_after = getattr(exc, "retry_after", None)
-    return {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if retry_after is not None:
+        found["Retry-After"] = str(retry_after)
+    return found or None
 
 
 def code_of(exc: BaseException) -> str:

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     #: ``text`` (for people) or ``json`` (one JSON object per line, for machines).
     log_format: Literal["text", "json"] = "text"
 
+    #: ``auto``: open (as tenant ``default``) while no API key exists and the server listens on
+    #: loopback, else keys are needed; ``keys``: always needed; ``none``: open on purpose.
+    auth: Literal["auto", "keys", "none"] = "auto"
+    #: How long a tenant's previous webhook secret keeps signing after a rotation.
+    webhook_secret_overlap: Duration = timedelta(hours=24)
+
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_allow_private: str | None = None
@@ -165,7 +171,7 @@ class Settings(BaseSettings):
             raise ValueError(f"not a log level: {value!r} (use one of {', '.join(_LOG_LEVELS)})")
         return level
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "auth", mode="before")
     @classmethod
     def _format(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -2,7 +2,8 @@
 the answer (status, code, RateLimit headers), nothing kept of a refused upload, counters exact
 under 50 concurrent requests (also across two server processes), quota changes without restart.
 
-Until API keys land every request is the implicit tenant ``default``; quotas are set with SQL.
+The servers run open (no key exists), so every request is the implicit tenant ``default``;
+quotas are set with SQL, as another process (``conveyor tenants set-quota``) would.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ def test_get_tenant_shows_quotas_and_usage(serve: Callable[..., Server], db: Eng
             usage["storage_bytes"]) == (3, 0, 300, 300)
     spec = httpx.get(srv.url + "/openapi.json").json()
     ok = spec["paths"]["/v1/tenant"]["get"]["responses"]["200"]
-    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/TenantOut")
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/TenantUsageOut")
     assert "429" in spec["paths"]["/v1/jobs"]["post"]["responses"]
 
 

@@ -210,7 +210,10 @@ def test_full_database_disk_at_the_commit_backs_off_and_the_job_ends_once_there_
     log = srv.log()
     assert "could not record storage_error" in log, log
     assert "Traceback" not in log and "exited with code" not in log, log
-    assert log.count("supervisor tick failed") == 1, log  # once, not once a second
+    # Once per outage, not once a second: a tick with nothing to write may succeed in between
+    # (a busy machine stretches the rounds), and then the next failure is a new outage.
+    failed, recovered = log.count("supervisor tick failed"), log.count("supervisor recovered")
+    assert 1 <= failed <= recovered + 1 and failed <= 3, log
     job = httpx.get(f"{srv.url}/v1/jobs/{job_id}", timeout=10).json()
     assert job["state"] == "running", job  # nothing could be written: not ended, not lost
     # The attempt's outputs were dropped at the failed commit: they do not keep a disk full.

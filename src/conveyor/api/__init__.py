@@ -25,10 +25,12 @@ from conveyor.api.hub import EventHub
 from conveyor.api.maintenance import retention_loop, startup_sweep, sweep_grace
 from conveyor.api.quotas import limit_rate
 from conveyor.api.requestlog import ConveyorApp
+from conveyor.api.routes_admin import router as admin_router
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
 from conveyor.api.routes_tenant import router as tenant_router
 from conveyor.api.services import Services
+from conveyor.auth import Authenticator
 from conveyor.dispatch.serving import ServeEngine
 from conveyor.processors.builtin import build_registry
 from conveyor.settings import Settings
@@ -49,8 +51,12 @@ Every error is `application/problem+json` with a stable `code`:
 """ + "\n".join(f"- `{code}`: {text}" for code, text in problems.CODES.items())
 
 
-def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
-    """Build the app. ``workers=0`` runs no embedded workers (``conveyor serve --no-workers``)."""
+def create_app(settings: Settings | None = None, *, workers: int | None = None,
+               loopback: bool = True) -> FastAPI:
+    """Build the app. ``workers=0`` runs no embedded workers (``conveyor serve --no-workers``).
+
+    ``loopback``: the server listens on loopback only (``CONVEYOR_AUTH=auto`` may run open).
+    """
     settings = settings or Settings()
     problem = settings.unsupported()
     if problem:
@@ -82,6 +88,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         svc = Services(settings, store, storage, registry, hub,
                        drain=Drain(settings.drain_seconds))
         app.state.services = svc
+        app.state.auth = Authenticator(store.keys, settings.auth, loopback=loopback)
         await hub.start()
         outbox = Outbox(settings, store, load_secret(settings), hub.changed)
         outbox.start()
@@ -129,6 +136,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     app.include_router(events_router, dependencies=rate)
     app.include_router(tenant_router, dependencies=rate)
     app.include_router(system_router)
+    app.include_router(admin_router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:

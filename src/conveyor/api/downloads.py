@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 
 from conveyor.api.ranges import RangeNotSatisfiable, parse_range
 from conveyor.api.services import Services, services
+from conveyor.auth import CanRead
 from conveyor.problems import Problem, problem_response, problem_schema
 from conveyor.storage import ByteStream, NotFound, PresignUnsupported
 from conveyor.telemetry import metrics
@@ -39,7 +40,7 @@ def _responses(media_type: str, body: dict[str, Any]) -> dict[int | str, dict[st
         304: {"description": "`If-None-Match` matched the ETag (the file's quoted sha256)"},
         307: {"description": "`CONVEYOR_DOWNLOADS=redirect` (S3): a presigned URL of the "
               "object"},
-        **{s: problem_schema() for s in (400, 404, 410, 503)},
+        **{s: problem_schema() for s in (400, 401, 403, 404, 410, 503)},
         416: {**problem_schema(), "description": "the range starts past the end of the file "
               "(`Content-Range: bytes */size`); a malformed Range header is ignored instead"},
     }
@@ -125,14 +126,15 @@ async def _counted(stream: ByteStream) -> AsyncIterator[bytes]:
         await stream.aclose()  # a client that went away stops the read early
 
 
-async def download_input(job_id: str, request: Request, svc: Svc) -> Response:
-    job = await to_thread.run_sync(svc.load_job, job_id)
+async def download_input(job_id: str, request: Request, svc: Svc, caller: CanRead) -> Response:
+    job = await to_thread.run_sync(svc.load_job, job_id, caller)
     return await _send(request, svc, job.input_key, job.input_sha256,
                        "application/octet-stream", job.input_filename)
 
 
-async def download_artifact(job_id: str, name: str, request: Request, svc: Svc) -> Response:
-    job = await to_thread.run_sync(svc.load_job, job_id)
+async def download_artifact(job_id: str, name: str, request: Request, svc: Svc,
+                            caller: CanRead) -> Response:
+    job = await to_thread.run_sync(svc.load_job, job_id, caller)
     for art in job.artifacts:
         if art.name == name:
             media_type = "text/plain" if art.media_type in _ACTIVE else art.media_type

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from conveyor.api.event_stream import EventStreamResponse
 from conveyor.api.hub import format_event
 from conveyor.api.services import Services, services
+from conveyor.auth import CanRead
 from conveyor.errors import BadEventId
 from conveyor.models import JobState
 from conveyor.problems import problem_schema
@@ -23,12 +24,14 @@ from conveyor.telemetry import metrics
 
 
 async def stream_events(
-    request: Request, svc: Services, job_id: str | None, last_event_id: int | None
+    request: Request, svc: Services, job_id: str | None, last_event_id: int | None,
+    tenant: str | None = None,
 ) -> AsyncIterator[bytes]:
+    """``tenant``: the global stream (``job_id`` None) carries only this tenant's events."""
     hub = svc.hub
     # Subscribe before the replay so nothing committed in between is missed; the seam is
     # de-duplicated by event id.
-    sub = hub.subscribe(job_id)
+    sub = hub.subscribe(job_id, tenant)
     try:
         sent = last_event_id if last_event_id is not None else (0 if job_id else hub.last_id)
         yield b"retry: 2000\n\n"
@@ -40,6 +43,8 @@ async def stream_events(
                 chunks = []
                 for old in batch:
                     sent = old.id
+                    if job_id is None and old.tenant_id != tenant:
+                        continue  # another tenant's event
                     chunks.append(format_event(old))
                 # A replayed terminal event ends nothing by itself: a retried job has one per
                 # run, so the end is decided below from the job's current state.
@@ -97,6 +102,8 @@ MAX_EVENT_ID = 2**63 - 1
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
     400: problem_schema(),
+    401: problem_schema(),
+    403: problem_schema(),
     404: problem_schema(),
     410: problem_schema(),
     503: problem_schema(),
@@ -136,22 +143,25 @@ async def job_events(
     job_id: str,
     request: Request,
     svc: Svc,
+    caller: CanRead,
     last_event_id: Annotated[str | None, Header()] = None,
     after: _After = None,
 ) -> StreamingResponse:
     svc.drain.refuse("follow events")
     start = start_after(last_event_id, after)
-    await to_thread.run_sync(svc.load_job, job_id)
+    await to_thread.run_sync(svc.load_job, job_id, caller)
     return _sse(svc, stream_events(request, svc, job_id, start))
 
 
 @router.get("/events", responses=_SSE_DOC, response_class=StreamingResponse,
-            summary="Follow every job's events (SSE)")
+            summary="Follow every job's events of the caller's tenant (SSE)")
 async def all_events(
     request: Request,
     svc: Svc,
+    caller: CanRead,
     last_event_id: Annotated[str | None, Header()] = None,
     after: _After = None,
 ) -> StreamingResponse:
     svc.drain.refuse("follow events")
-    return _sse(svc, stream_events(request, svc, None, start_after(last_event_id, after)))
+    start = start_after(last_event_id, after)
+    return _sse(svc, stream_events(request, svc, None, start, caller.tenant_id))

@@ -36,6 +36,7 @@ class Wire:
     job_id: str
     terminal: bool
     data: bytes
+    tenant_id: str | None = None
 
 
 #: What a subscriber queue carries: an event, a keep-alive, or None (end of stream).
@@ -45,8 +46,10 @@ Item = Wire | bytes | None
 class Subscriber:
     """One SSE stream's bounded queue; dropped (ended) when it falls too far behind."""
 
-    def __init__(self, job_id: str | None) -> None:
+    def __init__(self, job_id: str | None, tenant_id: str | None = None) -> None:
         self.job_id = job_id
+        #: A global stream's tenant: it is offered only that tenant's events.
+        self.tenant_id = tenant_id
         self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_SIZE)
         self.dropped = False
 
@@ -118,8 +121,8 @@ class EventHub:
         for sub in self._all():
             sub.end()
 
-    def subscribe(self, job_id: str | None) -> Subscriber:
-        sub = Subscriber(job_id)
+    def subscribe(self, job_id: str | None, tenant_id: str | None = None) -> Subscriber:
+        sub = Subscriber(job_id, tenant_id)
         if self.ended:
             sub.end()
         if job_id is None:
@@ -180,7 +183,8 @@ class EventHub:
                 wire = encode(event)
                 ended = ended or wire.terminal
                 for sub in self.everything:
-                    sub.offer(wire)
+                    if sub.tenant_id == wire.tenant_id:
+                        sub.offer(wire)
                 for sub in self.by_job.get(event.job_id, ()):
                     sub.offer(wire)
             if ended:
@@ -210,4 +214,4 @@ def is_terminal(event: Event) -> bool:
 
 def encode(event: Event) -> Wire:
     """Encode an event once for every subscriber."""
-    return Wire(event.id, event.job_id, is_terminal(event), format_event(event))
+    return Wire(event.id, event.job_id, is_terminal(event), format_event(event), event.tenant_id)

@@ -1,7 +1,7 @@
 """Quotas at the HTTP edge: whose request it is, its request rate, and the upload checks made
 from the headers before the body is read.
 
-The tenant of a request comes from :func:`tenant_of` only. Quotas are cached per process for
+The tenant of a request is its :class:`~conveyor.auth.Caller`'s. Quotas are cached per process for
 at most :data:`QUOTA_TTL_S`: a raised (or lowered) quota takes effect within that time on every
 server, without a restart. The authoritative upload check is the store's reservation in the
 job's insert transaction (:func:`conveyor.store.quotas.reserve`); the checks here only refuse
@@ -17,22 +17,16 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import Depends, Request
 
+from conveyor.auth import AnyCaller
 from conveyor.quotas.policy import Budget, Quotas, check_upload, stream_budget
 from conveyor.quotas.rate import RequestRate
 from conveyor.store import Store
-from conveyor.store.tables import DEFAULT_TENANT
 
 #: Longest time a quota change waits before it applies on a server process.
 QUOTA_TTL_S = 1.0
 #: Multipart framing around the file: a Content-Length up to this much over a byte quota may
 #: still carry a file within it (the streamed count then decides).
 MULTIPART_SLACK = 64 * 1024
-
-
-def tenant_of(request: Request) -> str:
-    """The tenant a request acts for: the one place that knows (until API keys, the implicit
-    tenant of an open server)."""
-    return DEFAULT_TENANT
 
 
 @dataclass
@@ -82,7 +76,8 @@ def quota_gate(request: Request) -> QuotaGate:
     return gate
 
 
-async def limit_rate(request: Request,
+async def limit_rate(caller: AnyCaller,
                      gate: Annotated[QuotaGate, Depends(quota_gate)]) -> None:
-    """Router dependency: count the request against its tenant's ``requests_per_s``."""
-    await gate.count_request(tenant_of(request))
+    """Router dependency: count the request against its caller's tenant's ``requests_per_s``
+    (after the key is checked: a request without a usable key is 401 and counts nothing)."""
+    await gate.count_request(caller.tenant_id)

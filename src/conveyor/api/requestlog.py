@@ -40,6 +40,8 @@ class RequestLog:
         encoded = request_id.encode()
         context = REQUEST_ID.set(request_id)
         started = time.monotonic()
+        # Shared with the routes (request.state): the caller's key prefix goes on the line.
+        state = scope.setdefault("state", {})
         status = 500  # if the app fails before answering (the error middleware answers 500)
 
         async def send_with_id(message: Message) -> None:
@@ -54,20 +56,25 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            _log_request(scope, status, time.monotonic() - started, request_id)
+            caller = state.get("caller")
+            _log_request(scope, status, time.monotonic() - started, request_id,
+                         getattr(caller, "key_prefix", None))
             REQUEST_ID.reset(context)
 
 
-def _log_request(scope: Scope, status: int, seconds: float, request_id: str) -> None:
+def _log_request(scope: Scope, status: int, seconds: float, request_id: str,
+                 key: str | None = None) -> None:
+    """One line; ``key`` is the caller's key prefix (``cvk_...``), never the key itself."""
     # The raw (still percent-encoded) path: no control character of a URL reaches a log line.
     raw = scope.get("raw_path")
     path = raw.decode("latin-1") if isinstance(raw, bytes) else repr(scope.get("path", ""))
     path = path[:_MAX_PATH]
     method = str(scope.get("method", ""))
     duration_ms = round(seconds * 1000, 3)
-    log.info("%s %s %s %.1fms request_id=%s", method, path, status, duration_ms, request_id,
+    log.info("%s %s %s %.1fms request_id=%s%s", method, path, status, duration_ms, request_id,
+             f" key={key}" if key else "",
              extra={"event": "request", "method": method, "path": path, "status": status,
-                    "duration_ms": duration_ms, "request_id": request_id})
+                    "duration_ms": duration_ms, "request_id": request_id, "key": key})
 
 
 class ConveyorApp(FastAPI):

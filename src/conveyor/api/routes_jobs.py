@@ -15,14 +15,15 @@ from starlette.requests import ClientDisconnect
 from ulid import ULID
 
 from conveyor.api.maintenance import remove_job_data
-from conveyor.api.quotas import tenant_of
 from conveyor.api.room import check_room
 from conveyor.api.services import Services, services
 from conveyor.api.upload_doc import UPLOAD_DOC
 from conveyor.api.views import DeliveryOut, JobOut, JobPage, iso, job_view
+from conveyor.auth import Caller, CanRead, CanWrite
 from conveyor.errors import (
     BadParameter,
     BadWebhookUrl,
+    Forbidden,
     IdempotencyKeyReused,
     JobGone,
     NoFile,
@@ -48,7 +49,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 Svc = Annotated[Services, Depends(services)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: problem_schema() for s in (400, 404, 409, 410, 413, 422)
+    s: problem_schema() for s in (400, 401, 403, 404, 409, 410, 413, 422)
 }
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS, 429: problem_schema(), 503: problem_schema(), 507: problem_schema()}
@@ -126,6 +127,7 @@ class _EarlyCheck:
 async def create_job(
     request: Request,
     svc: Svc,
+    caller: CanWrite,
     idempotency_key: Annotated[str | None, Header(max_length=300)] = None,
 ) -> Response:
     started = time.monotonic()
@@ -134,30 +136,35 @@ async def create_job(
         svc.drain.refuse("upload")
     # Counted from here (no await since the check): a drain that begins now waits for it.
     with svc.drain.upload():
-        response = await _create_once(request, svc, idempotency_key)
+        response = await _create_once(request, svc, caller.tenant_id, idempotency_key)
     if response.status_code == 202:
         metrics.ACCEPT_SECONDS.observe(metrics.since(started))
     return response
 
 
-async def _create_once(request: Request, svc: Services, idempotency_key: str | None) -> Response:
+async def _create_once(request: Request, svc: Services, tenant: str,
+                       idempotency_key: str | None) -> Response:
     if not idempotency_key:
-        return await _create(request, svc, None)
+        return await _create(request, svc, tenant, None)
     # Check and mark in one step (no await between): two uploads with one key, one runs.
-    if idempotency_key in svc.uploading:
+    # Idempotency-Keys are per tenant.
+    mark = (tenant, idempotency_key)
+    if mark in svc.uploading:
         raise UploadInFlight("the first upload with this Idempotency-Key is still running")
-    svc.uploading.add(idempotency_key)
+    svc.uploading.add(mark)
     try:
-        return await _create(request, svc, idempotency_key)
+        return await _create(request, svc, tenant, idempotency_key)
     finally:
-        svc.uploading.discard(idempotency_key)
+        svc.uploading.discard(mark)
 
 
-async def _create(request: Request, svc: Services, idempotency_key: str | None) -> Response:
+async def _create(request: Request, svc: Services, tenant: str,
+                  idempotency_key: str | None) -> Response:
     settings = svc.settings
     previous: Job | None = None
     if idempotency_key:
-        previous = await to_thread.run_sync(svc.store.jobs.by_idempotency_key, idempotency_key)
+        previous = await to_thread.run_sync(svc.store.jobs.by_idempotency_key, tenant,
+                                            idempotency_key)
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -173,7 +180,6 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
     # The tenant's quotas, from the headers: a job slot, and Content-Length against the byte
     # quotas; the body is then read against what is left of them (budget). A replay of an
     # Idempotency-Key creates nothing: it is not refused for a full quota.
-    tenant = tenant_of(request)
     budget = None
     if previous is None:
         budget = await svc.quotas.admit_upload(tenant, int(length) if length else None,
@@ -223,7 +229,7 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
             return JSONResponse(job_view(previous), status_code=200,
                                 headers={"Location": f"/v1/jobs/{previous.id}"})
         job, created = await _commit(svc, job_id, writer, got, params, pipeline, options,
-                                     idempotency_key, tenant)
+                                     tenant, idempotency_key)
         if not created:
             # Another process committed this key first; _commit removed our copy.
             _same_request(job, pipeline, options, got.sha256)
@@ -240,7 +246,7 @@ async def _create(request: Request, svc: Services, idempotency_key: str | None) 
 
 async def _commit(
     svc: Services, job_id: str, writer: Writer, got: Received, params: JobParams,
-    pipeline: str, options: Any, idempotency_key: str | None, tenant: str,
+    pipeline: str, options: Any, tenant: str, idempotency_key: str | None,
 ) -> tuple[Job, bool]:
     """Complete the input (durable and visible), commit the job row: only then answer 202."""
     key = input_key(job_id)
@@ -277,27 +283,44 @@ async def _commit(
     return job, created
 
 
-@router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
+_TENANT_DOC = ("admin keys only: list this tenant's jobs, or `*` for every tenant's "
+               "(default: the caller's own tenant)")
+
+
+def _listed_tenant(caller: Caller, tenant: str | None) -> str | None:
+    """The tenant whose jobs a list shows (None: every tenant's, for ``admin`` and ``*``)."""
+    if tenant is None or tenant == caller.tenant_id:
+        return caller.tenant_id
+    if not caller.admin:
+        raise Forbidden("only an admin key may list another tenant's jobs")
+    return None if tenant == "*" else tenant
+
+
+@router.get("/jobs", response_model=JobPage, responses={s: problem_schema() for s in (401, 403)},
+            summary="List jobs, newest first")
 async def list_jobs(
     svc: Svc,
+    caller: CanRead,
     state: Annotated[JobState | None, Query()] = None,
     pipeline: Annotated[str | None, Query(max_length=100)] = None,
     parent_id: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
+    tenant: Annotated[str | None, Query(max_length=64, description=_TENANT_DOC)] = None,
 ) -> dict[str, Any]:
+    listed = _listed_tenant(caller, tenant)
     items, next_cursor = await to_thread.run_sync(
         lambda: svc.store.jobs.list(
             state=state.value if state else None, pipeline=pipeline, parent_id=parent_id,
-            limit=limit, cursor=cursor,
+            limit=limit, cursor=cursor, tenant_id=listed,
         )
     )
     return {"items": [job_view(j) for j in items], "next_cursor": next_cursor}
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, summary="Get a job")
-async def get_job(job_id: str, svc: Svc) -> dict[str, Any]:
-    job = await to_thread.run_sync(svc.load_job, job_id)
+async def get_job(job_id: str, svc: Svc, caller: CanRead) -> dict[str, Any]:
+    job = await to_thread.run_sync(svc.load_job, job_id, caller)
     return job_view(job)
 
 
@@ -307,8 +330,8 @@ async def get_job(job_id: str, svc: Svc) -> dict[str, Any]:
     responses={202: {"description": "the job is running and is being stopped"}, **_ERRORS},
     summary="Cancel a job",
 )
-async def cancel_job(job_id: str, svc: Svc) -> Response:
-    await to_thread.run_sync(svc.load_job, job_id)
+async def cancel_job(job_id: str, svc: Svc, caller: CanWrite) -> Response:
+    await to_thread.run_sync(svc.load_job, job_id, caller)
     state = await to_thread.run_sync(svc.store.jobs.request_cancel, job_id)
     job = await to_thread.run_sync(svc.load_job, job_id)
     return JSONResponse(job_view(job), status_code=200 if state is JobState.CANCELLED else 202)
@@ -316,24 +339,24 @@ async def cancel_job(job_id: str, svc: Svc) -> Response:
 
 @router.post("/jobs/{job_id}/retry", status_code=202, response_model=JobOut, responses=_ERRORS,
              summary="Run a failed or cancelled job again")
-async def retry_job(job_id: str, svc: Svc) -> dict[str, Any]:
-    await to_thread.run_sync(svc.load_job, job_id)
+async def retry_job(job_id: str, svc: Svc, caller: CanWrite) -> dict[str, Any]:
+    await to_thread.run_sync(svc.load_job, job_id, caller)
     await to_thread.run_sync(svc.store.jobs.retry, job_id)
     return job_view(await to_thread.run_sync(svc.load_job, job_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses=_ERRORS,
                summary="Delete a job, its input and its artifacts")
-async def delete_job(job_id: str, svc: Svc) -> Response:
-    await to_thread.run_sync(svc.load_job, job_id)
+async def delete_job(job_id: str, svc: Svc, caller: CanWrite) -> Response:
+    await to_thread.run_sync(svc.load_job, job_id, caller)
     await remove_job_data(svc.store, svc.storage, job_id)
     return Response(status_code=204)
 
 
 @router.get("/jobs/{job_id}/deliveries", response_model=list[DeliveryOut], responses=_ERRORS,
             summary="Webhook delivery attempts for a job")
-async def list_deliveries(job_id: str, svc: Svc) -> list[dict[str, Any]]:
-    await to_thread.run_sync(svc.load_job, job_id)
+async def list_deliveries(job_id: str, svc: Svc, caller: CanRead) -> list[dict[str, Any]]:
+    await to_thread.run_sync(svc.load_job, job_id, caller)
     rows = await to_thread.run_sync(svc.store.outbox.deliveries, job_id)
     return [
         {

@@ -15,6 +15,7 @@ from conveyor import __version__
 from conveyor.api.room import free_space, short_of_room
 from conveyor.api.services import Services, services
 from conveyor.api.views import PipelineOut
+from conveyor.auth import CanRead, IsAdmin
 from conveyor.dispatch.status import metric_gauges, scaleout_status
 from conveyor.errors import InsufficientStorage
 from conveyor.problems import Problem, problem_schema
@@ -26,7 +27,7 @@ Svc = Annotated[Services, Depends(services)]
 
 
 @router.get("/v1/pipelines", response_model=list[PipelineOut], summary="List pipelines")
-async def pipelines(svc: Svc) -> list[dict[str, Any]]:
+async def pipelines(svc: Svc, _caller: CanRead) -> list[dict[str, Any]]:
     return svc.registry.describe()
 
 
@@ -82,7 +83,7 @@ _STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
                              "description": "Prometheus text exposition"}})
-async def metrics(svc: Svc) -> Response:
+async def metrics(svc: Svc, _caller: IsAdmin) -> Response:
     counts = await to_thread.run_sync(svc.store.jobs.count_by_state)
 
     def live() -> Iterator[tuple[str, str, dict[str, float]]]:

@@ -6,17 +6,17 @@ import time
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from conveyor.api.quotas import tenant_of
 from conveyor.api.services import Services, services
+from conveyor.auth import CanRead
 from conveyor.quotas.policy import seconds_to_midnight, utc_day
 
 router = APIRouter(prefix="/v1", tags=["tenant"])
 
 
-class QuotasOut(BaseModel):
+class TenantQuotasOut(BaseModel):
     """The tenant's quotas; null is no limit."""
 
     max_queued: int | None = Field(description="most jobs queued at once")
@@ -37,23 +37,23 @@ class UsageOut(BaseModel):
     storage_bytes: int = Field(description="bytes stored now")
 
 
-class TenantOut(BaseModel):
+class TenantUsageOut(BaseModel):
     id: str
-    quotas: QuotasOut
+    quotas: TenantQuotasOut
     usage: UsageOut
 
 
-@router.get("/tenant", response_model=TenantOut,
+@router.get("/tenant", response_model=TenantUsageOut,
             summary="The caller's tenant: its quotas and current usage")
-async def get_tenant(request: Request,
-                     svc: Annotated[Services, Depends(services)]) -> TenantOut:
-    tenant = tenant_of(request)
+async def get_tenant(svc: Annotated[Services, Depends(services)],
+                     caller: CanRead) -> TenantUsageOut:
+    tenant = caller.tenant_id
     quotas = await to_thread.run_sync(svc.store.quotas.quotas, tenant)
     usage = await to_thread.run_sync(svc.store.quotas.usage, tenant)
     now = time.time()
-    return TenantOut(
+    return TenantUsageOut(
         id=tenant,
-        quotas=QuotasOut(max_queued=quotas.max_queued, max_running=quotas.max_running,
+        quotas=TenantQuotasOut(max_queued=quotas.max_queued, max_running=quotas.max_running,
                          max_upload_bytes=quotas.max_upload_bytes,
                          bytes_per_day=quotas.bytes_per_day,
                          storage_bytes=quotas.storage_bytes,

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from conveyor.api.drain import Drain
 from conveyor.api.quotas import QuotaGate
+from conveyor.auth import Caller
 from conveyor.errors import JobGone, JobNotFound
 from conveyor.processors.registry import Registry
 from conveyor.quotas.rate import RequestRate
@@ -35,17 +36,22 @@ class Services:
     #: Idempotency-Keys whose first upload is still being received. Per server process: a
     #: second upload with the same key on another process is not seen here; the store's unique
     #: key then makes it replay or refuse once the first one commits.
-    uploading: set[str] = field(default_factory=set)
+    #: Keyed by (tenant, key): Idempotency-Keys are per tenant.
+    uploading: set[tuple[str, str]] = field(default_factory=set)
     #: Quota cache and request-rate limiter (per process).
     quotas: QuotaGate = field(init=False)
 
     def __post_init__(self) -> None:
         self.quotas = QuotaGate(self.store, RequestRate(self.settings.rate_limit_storage))
 
-    def load_job(self, job_id: str) -> Job:
-        """The job, or :class:`JobNotFound` / :class:`JobGone` (404 / 410 at the edge)."""
+    def load_job(self, job_id: str, caller: Caller | None = None) -> Job:
+        """The job, or :class:`JobNotFound` / :class:`JobGone` (404 / 410 at the edge).
+
+        Another tenant's job is :class:`JobNotFound` with the very message of an id that never
+        existed: ids leak nothing (``caller`` None: no check, for internal use).
+        """
         job = self.store.jobs.get(job_id)
-        if job is None:
+        if job is None or (caller is not None and not caller.sees(job.tenant_id)):
             raise JobNotFound(f"no job {job_id}")
         if tombstoned_or_expired(job):
             raise JobGone(f"job {job_id} expired or was deleted")

@@ -5,11 +5,12 @@ Shaped like httpx: :class:`BaseClient` (``_core.py``) holds everything that does
 :class:`Client` (``_sync.py``) and :class:`AsyncClient` (``_async.py``) add only the I/O, over
 ``httpx.Client`` and ``httpx.AsyncClient``::
 
-    with Client("http://127.0.0.1:8000") as conveyor:
+    with Client("http://127.0.0.1:8000", api_key="cvk_...") as conveyor:
         job = conveyor.submit("cat.jpg", pipeline="image", options={"sizes": [256]})
         job = conveyor.wait(job["id"], timeout=60)
         conveyor.download(job["id"], "w256.webp", "out/")
 
+``api_key`` defaults to ``$CONVEYOR_API_KEY`` (none: a server on loopback without keys).
 Every 4xx/5xx answer raises :class:`conveyor.errors.ClientError` carrying the problem's ``code``.
 """
 
@@ -21,6 +22,7 @@ from conveyor.client._core import (
     SSEParser,
     UploadPlan,
     WaitPlan,
+    default_api_key,
     default_base_url,
     is_terminal_event,
     is_terminal_job,
@@ -36,6 +38,7 @@ __all__ = [
     "SSEParser",
     "UploadPlan",
     "WaitPlan",
+    "default_api_key",
     "default_base_url",
     "is_terminal_event",
     "is_terminal_job",

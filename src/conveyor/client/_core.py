@@ -51,6 +51,11 @@ def default_base_url() -> str:
     return os.environ.get("CONVEYOR_URL") or DEFAULT_URL
 
 
+def default_api_key() -> str | None:
+    """``$CONVEYOR_API_KEY``, or None (a server on loopback with no key runs open)."""
+    return os.environ.get("CONVEYOR_API_KEY") or None
+
+
 def is_terminal_job(job: Mapping[str, Any]) -> bool:
     """Whether a job dict is in a final state (succeeded, failed or cancelled)."""
     return job.get("state") in TERMINAL_STATES
@@ -268,9 +273,13 @@ class BaseClient:
         *,
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = (base_url or default_base_url()).rstrip("/")
         self.headers = dict(headers or {})
+        key = api_key or default_api_key()
+        if key and not any(k.lower() == "authorization" for k in self.headers):
+            self.headers["Authorization"] = f"Bearer {key}"
         self.timeout = timeout
 
     # -- request building -------------------------------------------------------------------

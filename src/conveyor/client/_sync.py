@@ -42,8 +42,10 @@ class Client(BaseClient):
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(base_url, headers=headers, timeout=timeout)
+        """``api_key``: sent as ``Authorization: Bearer``; default ``$CONVEYOR_API_KEY``."""
+        super().__init__(base_url, headers=headers, timeout=timeout, api_key=api_key)
         self._http = httpx.Client(
             base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
         )

@@ -266,7 +266,7 @@ class Worker:
                     input_key=input_key(child.id), input_filename=child.filename[:300],
                     input_size=size, input_sha256=sha, media_type=media_type,
                     parent_id=job.id, max_attempts=job.max_attempts, timeout_s=job.timeout_s,
-                    priority=job.priority,
+                    priority=job.priority, tenant_id=job.tenant_id,
                 ))
                 self.storage.put_from_file(child.path, input_key(child.id))
             outcome = self.store.attempts.complete(job.id, claim.token, result, produced,

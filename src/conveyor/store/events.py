@@ -16,7 +16,12 @@ from conveyor.store.tables import events
 _INSERT = text(
     "INSERT INTO events (job_id, type, at, data) VALUES (:job_id, :type, :at, :data) RETURNING id"
 )
-_AFTER = text("SELECT * FROM events WHERE id > :after ORDER BY id LIMIT :limit")
+# Read with the job's tenant: the global stream shows each caller its own tenant's events.
+_AFTER = text(
+    "SELECT events.*, jobs.tenant_id AS tenant_id FROM events "
+    "LEFT JOIN jobs ON jobs.id = events.job_id WHERE events.id > :after "
+    "ORDER BY events.id LIMIT :limit"
+)
 _JOB_AFTER = text(
     "SELECT * FROM events WHERE job_id = :job_id AND id > :after ORDER BY id LIMIT :limit"
 )

@@ -111,15 +111,17 @@ class Jobs:
         except IntegrityError:
             if new.idempotency_key is None:
                 raise
-            existing = self.by_idempotency_key(new.idempotency_key)
+            existing = self.by_idempotency_key(new.tenant_id, new.idempotency_key)
             if existing is None:
                 raise
             return existing, False
         return Job.from_row(row), True
 
-    def by_idempotency_key(self, key: str) -> Job | None:
+    def by_idempotency_key(self, tenant_id: str, key: str) -> Job | None:
+        """The tenant's job made with this Idempotency-Key (keys are per tenant)."""
         with self.db.reader.connect() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.idempotency_key == key)).first()
+            row = conn.execute(select(jobs).where(jobs.c.tenant_id == tenant_id,
+                                                  jobs.c.idempotency_key == key)).first()
             return self._load(conn, row)
 
     def get(self, job_id: str) -> Job | None:
@@ -143,10 +145,14 @@ class Jobs:
         parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tenant_id: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Newest first. ``cursor`` is the last id of the previous page (ids sort by time)."""
+        """Newest first. ``cursor`` is the last id of the previous page (ids sort by time).
+        ``tenant_id`` None lists every tenant's jobs."""
         now = time.time()
         stmt = select(jobs).where(jobs.c.deleted_at.is_(None), jobs.c.expires_at > now)
+        if tenant_id is not None:
+            stmt = stmt.where(jobs.c.tenant_id == tenant_id)
         if state:
             stmt = stmt.where(jobs.c.state == state)
         if pipeline:

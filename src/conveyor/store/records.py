@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.models import JobError, JobState
-from conveyor.store.tables import DEFAULT_TENANT
 
 
 @dataclass(slots=True)
@@ -60,6 +59,7 @@ class Job:
     updated_at: float
     expires_at: float
     deleted_at: float | None
+    tenant_id: str = "default"
     artifacts: list[Artifact] = field(default_factory=list)
     children: dict[str, int] | None = None
 
@@ -102,6 +102,7 @@ class Job:
             updated_at=m["updated_at"],
             expires_at=m["expires_at"],
             deleted_at=m["deleted_at"],
+            tenant_id=m["tenant_id"] if "tenant_id" in m else "default",
         )
 
 
@@ -112,11 +113,14 @@ class Event:
     type: str
     at: float
     data: Any
+    #: The job's tenant, when read with it (the event streams filter by it).
+    tenant_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Event:
         m = row._mapping
-        return cls(m["id"], m["job_id"], m["type"], m["at"], json.loads(m["data"] or "{}"))
+        return cls(m["id"], m["job_id"], m["type"], m["at"], json.loads(m["data"] or "{}"),
+                   m["tenant_id"] if "tenant_id" in m else None)
 
 
 @dataclass(slots=True)
@@ -138,8 +142,8 @@ class NewJob:
     parent_id: str | None = None
     webhook_url: str | None = None
     idempotency_key: str | None = None
-    #: The owner (0003); a child job is always its parent's tenant's.
-    tenant_id: str = DEFAULT_TENANT
+    #: The owner; a child job takes its parent's.
+    tenant_id: str = "default"
 
 
 @dataclass(slots=True)

@@ -8,6 +8,8 @@
     store.outbox       webhook messages and their delivery attempts                (outbox.py)
     store.maintenance  reaping expired leases, retention                           (maintenance.py)
     store.dispatching  broker messages sent, Celery worker nodes (scale-out)       (dispatching.py)
+    store.tenants      tenants, their quotas and webhook secrets                   (tenants.py)
+    store.keys         API keys (hashes only)                                      (tenants.py)
 
 State changes are single conditional writes (transitions.py). Each part shares one
 :class:`~conveyor.store.database.Database`: the engines, write transactions, and the after-commit
@@ -30,6 +32,7 @@ from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
 from conveyor.store.quotas import TenantQuotas
 from conveyor.store.records import Job
+from conveyor.store.tenants import Keys, Tenants
 
 
 class Store:
@@ -52,6 +55,8 @@ class Store:
         self.outbox = Outbox(self.db)
         self.maintenance = Maintenance(self.db)
         self.dispatching = Dispatching(self.db)
+        self.tenants = Tenants(self.db)
+        self.keys = Keys(self.db)
         self.quotas = TenantQuotas(self.db)
 
     @property

@@ -96,7 +96,9 @@ class Outbox:
             await to_thread.run_sync(refused)
             WEBHOOK_DELIVERIES.labels("failed").inc()
             return
-        signed = headers(self.secret, message.msg_id, int(time.time()), body)
+        # The job's tenant's secret(s) (two during a rotation), else the server-wide one.
+        own = await to_thread.run_sync(self.store.tenants.secrets_for_job, message.job_id)
+        signed = headers(own or self.secret, message.msg_id, int(time.time()), body)
         outcome = await send(target, signed, body, timeout=self.settings.webhook_timeout_s)
         verdict = classify(outcome.status_code)
         if verdict == "delivered":

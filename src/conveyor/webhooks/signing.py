@@ -65,12 +65,18 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The three Standard Webhooks headers for one delivery attempt."""
+def headers(secret: str | list[str], msg_id: str, timestamp: int,
+            body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers for one delivery attempt.
+
+    Several secrets (a rotation: the new one and the previous one) give several signatures,
+    space-separated in one ``webhook-signature`` header; a receiver accepts any that verifies.
+    """
+    keys = [secret] if isinstance(secret, str) else secret
     return {
         ID_HEADER: msg_id,
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: sign(secret, msg_id, timestamp, body),
+        SIGNATURE_HEADER: " ".join(sign(k, msg_id, timestamp, body) for k in keys),
     }
 
 
