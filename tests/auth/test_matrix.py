@@ -96,6 +96,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/events"): Case(READ, 200, request=lambda w: {"params": {"after": "0"}},
                                 sse=True),
     ("GET", "/v1/pipelines"): Case(READ, 200),
+    ("GET", "/v1/tenant"): Case(READ, 200),
     ("GET", "/metrics"): Case(ADMIN, 200),
     ("GET", "/v1/whoami"): Case(None, 200),
     ("POST", "/v1/keys"): Case(ADMIN, 201, request=lambda w: {
