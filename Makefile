@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_processors.py
 	$(BIN)/python bench/bench_sse.py
+	$(BIN)/python bench/bench_tus.py
 
 clean:
 	rm -rf $(VENV) conveyor-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,9 @@
 """SSE fan-out: N concurrent ``GET /v1/events`` streams on one ``conveyor serve``.
 
-Run: ``python bench/bench_sse.py [--subscribers 1000] [--seconds 20] [--runs 3]``.
+Run: ``python bench/bench_sse.py [--subscribers 1000] [--seconds 20] [--runs 3]
+[--compare ../main/src]``. With ``--compare``, each run is preceded by a run of a baseline
+served from that source tree, so both see the same host load, and the report adds the
+baseline's table and the ratios of the medians.
 
 Per run a fresh ``conveyor serve --workers 1`` (own process group, free loopback port, fresh
 temp data dir, test processors, ``CONVEYOR_PROGRESS_INTERVAL_S=0.02``) is started. One client
@@ -337,14 +340,17 @@ def free_port() -> int:
         return port
 
 
-def start_server(folder: Path, port: int, interval: float) -> subprocess.Popen[bytes]:
+def start_server(folder: Path, port: int, interval: float,
+                 source: Path | None = None) -> subprocess.Popen[bytes]:
+    """``source``: a ``src`` directory to serve from instead of the installed conveyor."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    paths = (str(PLUGINS), str(source) if source else None, env.get("PYTHONPATH"))
     env.update(
         CONVEYOR_DATA_DIR=str(folder / "data"),
         CONVEYOR_PROCESSORS="conveyor_testprocs",
         CONVEYOR_PROGRESS_INTERVAL_S=str(interval),
         CONVEYOR_LOG_LEVEL="WARNING",
-        PYTHONPATH=os.pathsep.join(p for p in (str(PLUGINS), env.get("PYTHONPATH")) if p),
+        PYTHONPATH=os.pathsep.join(p for p in paths if p),
     )
     exe = Path(sys.executable).parent / "conveyor"
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "conveyor"]
@@ -411,6 +417,11 @@ class RunResult:
     errors: dict[str, int]
     types: dict[str, int]
     log_issues: list[str]
+
+    @property
+    def cpu_ms_per_event(self) -> float:
+        """Server CPU per distinct event, delivered to every subscriber (load-independent)."""
+        return 10 * self.server_cpu * self.window_s / self.events if self.events else float("nan")
 
 
 def pct(sorted_values: list[float], q: float) -> float:
@@ -500,10 +511,10 @@ def scan_log(path: Path) -> list[str]:
     return [line for line in lines if keep.search(line)]
 
 
-def one_run(args: argparse.Namespace, index: int) -> RunResult:
+def one_run(args: argparse.Namespace, index: int, source: Path | None = None) -> RunResult:
     folder = Path(tempfile.mkdtemp(prefix="conveyor-bench-sse-"))
     port = free_port()
-    proc = start_server(folder, port, args.progress_interval)
+    proc = start_server(folder, port, args.progress_interval, source)
     sampler = Sampler(proc.pid)
     print(f"run {index}: server pid {proc.pid} on port {port}, data {folder}", flush=True)
     try:
@@ -538,31 +549,64 @@ def spread(values: list[float], fmt: str) -> str:
             f"({format(min(values), fmt)}..{format(max(values), fmt)})")
 
 
-def report(args: argparse.Namespace, results: list[RunResult], loop_name: str) -> str:
+def table(results: list[RunResult]) -> list[str]:
+    """One row per run and a median (min..max) row."""
     head = ("| run | jobs | events | delivered / expected | disconnects (subs) "
             "| p50 ms | p99 ms | max ms | first-sub p99 ms | server CPU % | tree CPU % "
-            "| server RSS MB | client CPU % | other CPU % |")
-    rows = [head, "|" + "---|" * 14]
+            "| server RSS MB | client CPU % | other CPU % | server CPU ms / event |")
+    rows = [head, "|" + "---|" * 15]
     for i, r in enumerate(results, 1):
         rows.append(
             f"| {i} | {r.jobs} | {r.events} ({r.events / r.window_s:.0f}/s) "
             f"| {r.delivered:,} / {r.expected:,} | {r.disconnects} ({r.disconnected}) "
             f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {r.first_p99_ms:.1f} "
             f"| {r.server_cpu:.0f} | {r.tree_cpu:.0f} | {r.rss_mb:.0f} | {r.client_cpu:.0f} "
-            f"| {r.other_cpu:.0f} |"
+            f"| {r.other_cpu:.0f} | {r.cpu_ms_per_event:.1f} |"
         )
 
     def col(name: str, fmt: str) -> str:
         return spread([float(getattr(r, name)) for r in results], fmt)
 
+    per_event = spread([r.cpu_ms_per_event for r in results], ".1f")
     rows.append(
         f"| **median (min..max)** | {col('jobs', '.0f')} | {col('events', '.0f')} "
         f"| {col('delivered', ',.0f')} | {col('disconnects', '.0f')} "
         f"| {col('p50_ms', '.1f')} | {col('p99_ms', '.1f')} | {col('max_ms', '.1f')} "
         f"| {col('first_p99_ms', '.1f')} | {col('server_cpu', '.0f')} "
         f"| {col('tree_cpu', '.0f')} | {col('rss_mb', '.0f')} | {col('client_cpu', '.0f')} "
-        f"| {col('other_cpu', '.0f')} |"
+        f"| {col('other_cpu', '.0f')} | {per_event} |"
     )
+    return rows
+
+
+def comparison(results: list[RunResult], baseline: list[RunResult], source: Path) -> list[str]:
+    """The baseline's table and the ratios of medians (runs alternated, same load)."""
+    def med(rs: list[RunResult], f: str) -> float:
+        return statistics.median(float(getattr(r, f)) for r in rs)
+
+    cpu = statistics.median(r.cpu_ms_per_event for r in baseline) / statistics.median(
+        r.cpu_ms_per_event for r in results)
+    return [
+        "",
+        f"Side by side: the baseline served from `{source}`, its runs alternated with the runs "
+        "above (baseline first), so both saw the same host load:",
+        "",
+        *table(baseline),
+        "",
+        f"- p99: {med(results, 'p99_ms'):.1f} ms against {med(baseline, 'p99_ms'):.1f} ms "
+        f"({med(baseline, 'p99_ms') / med(results, 'p99_ms'):.2f}x lower); p50 "
+        f"{med(results, 'p50_ms'):.1f} against {med(baseline, 'p50_ms'):.1f} ms.",
+        f"- Server CPU per event (to every subscriber): {cpu:.2f}x less; events per second "
+        f"{med(results, 'events') / med(results, 'window_s'):.0f} against "
+        f"{med(baseline, 'events') / med(baseline, 'window_s'):.0f}.",
+    ]
+
+
+def report(args: argparse.Namespace, results: list[RunResult], loop_name: str,
+           baseline: list[RunResult] | None = None) -> str:
+    rows = table(results)
+    if baseline:
+        rows += comparison(results, baseline, args.compare)
     p99 = statistics.median(r.p99_ms for r in results)
     verdict = "met" if p99 <= TARGET_P99_MS else "**missed**"
     problems: list[str] = []
@@ -587,7 +631,8 @@ def report(args: argparse.Namespace, results: list[RunResult], loop_name: str) -
         f"- Python {platform.python_version()} ({platform.platform()}); client event loop: "
         f"{loop_name}",
         f"- `python bench/bench_sse.py --subscribers {args.subscribers} --seconds {args.seconds}"
-        f" --runs {args.runs}` ({args.events} progress calls per job, "
+        f" --runs {args.runs}{f' --compare {args.compare}' if args.compare else ''}` "
+        f"({args.events} progress calls per job, "
         f"`CONVEYOR_PROGRESS_INTERVAL_S={args.progress_interval}`)",
         "",
         f"Target: p99 delivery latency <= {TARGET_P99_MS:.0f} ms: {verdict} "
@@ -617,7 +662,10 @@ def report(args: argparse.Namespace, results: list[RunResult], loop_name: str) -
         "to receive each event: commit -> tailer -> first socket, without the fan-out cost.",
         "- CPU % is CPU seconds / wall seconds over the job window (100 % = one core): "
         "*server* is the `conveyor serve` process alone (API, hub, all SSE streams), *tree* "
-        "adds the worker process. RSS is the server process's `VmHWM` (kernel peak).",
+        "adds the worker process. RSS is the server process's `VmHWM` (kernel peak). *server "
+        "CPU ms / event* is the server's CPU time over the window divided by the distinct "
+        "events: the cost of one event delivered to every subscriber, which the host's other "
+        "load changes little (unlike the latencies).",
         "- *client CPU %* is the benchmark client's own CPU time / wall time over the same "
         "window. With only "
         f"{os.cpu_count()} cores the client competes with the server for CPU: when server + "
@@ -634,6 +682,19 @@ def report(args: argparse.Namespace, results: list[RunResult], loop_name: str) -
     return "\n".join(lines) + "\n"
 
 
+def show(i: int, r: RunResult) -> RunResult:
+    print(f"  run {i}: {r.events} events, delivered {r.delivered}/{r.expected}, "
+          f"disconnects {r.disconnects}, p50 {r.p50_ms:.1f} p99 {r.p99_ms:.1f} "
+          f"max {r.max_ms:.1f} ms, server CPU {r.server_cpu:.0f}% "
+          f"(tree {r.tree_cpu:.0f}%), RSS {r.rss_mb:.0f} MB, client CPU "
+          f"{r.client_cpu:.0f}%, other {r.other_cpu:.0f}%", flush=True)
+    for line in r.log_issues[:20]:
+        print(f"    server log: {line}")
+    for what, count in sorted(r.errors.items()):
+        print(f"    client: {what} x{count}")
+    return r
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--subscribers", type=int, default=1000)
@@ -645,6 +706,9 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true", help="keep the server logs")
     parser.add_argument("--no-uvloop", action="store_true", help="plain asyncio loop")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--compare", type=Path, default=None, metavar="SRC",
+                        help="also run a baseline served from this src directory (e.g. "
+                        "another checkout's src/), alternating runs with this tree's")
     args = parser.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -665,19 +729,13 @@ def main() -> None:
             pass
 
     results: list[RunResult] = []
+    baseline: list[RunResult] = []
     for i in range(1, args.runs + 1):
-        r = one_run(args, i)
-        results.append(r)
-        print(f"  run {i}: {r.events} events, delivered {r.delivered}/{r.expected}, "
-              f"disconnects {r.disconnects}, p50 {r.p50_ms:.1f} p99 {r.p99_ms:.1f} "
-              f"max {r.max_ms:.1f} ms, server CPU {r.server_cpu:.0f}% "
-              f"(tree {r.tree_cpu:.0f}%), RSS {r.rss_mb:.0f} MB, client CPU "
-              f"{r.client_cpu:.0f}%, other {r.other_cpu:.0f}%", flush=True)
-        for line in r.log_issues[:20]:
-            print(f"    server log: {line}")
-        for what, count in sorted(r.errors.items()):
-            print(f"    client: {what} x{count}")
-    text = report(args, results, loop_name)
+        if args.compare:
+            print(f"baseline (from {args.compare}):", flush=True)
+            baseline.append(show(i, one_run(args, i, args.compare)))
+        results.append(show(i, one_run(args, i)))
+    text = report(args, results, loop_name, baseline)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print()

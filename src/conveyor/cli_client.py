@@ -124,7 +124,10 @@ def _size(n: int | None) -> str:
 
 @dataclass
 class Submitted:
-    path: Path
+    #: The file's path or the imported URL, as given.
+    source: str
+    #: A short name for progress lines.
+    name: str
     job: dict[str, Any]
 
 
@@ -147,7 +150,7 @@ def _job_progress() -> Progress:
 def _follow(client: Client, progress: Progress, item: Submitted, timeout: float | None
             ) -> dict[str, Any]:
     """Wait for one job with a progress bar fed by its SSE events."""
-    name = escape(item.path.name)
+    name = escape(item.name)
     task = progress.add_task(f"{name} [dim]queued[/]", total=1.0)
 
     def on_event(event: dict[str, Any]) -> None:
@@ -175,9 +178,9 @@ def _download_all(client: Client, job: dict[str, Any], dest: Path) -> list[Path]
 
 
 def submit(
-    files: Annotated[list[Path], typer.Argument(
+    files: Annotated[list[Path] | None, typer.Argument(
         help="Files to upload, one job each.", exists=True, dir_okay=False, readable=True,
-        show_default=False)],
+        show_default=False)] = None,
     pipeline: Annotated[str, typer.Option(help="Pipeline to run (`auto` routes by type).")]
     = "auto",
     option: Annotated[list[str] | None, typer.Option(
@@ -195,12 +198,19 @@ def submit(
         help="POST a signed webhook here when the job ends.")] = None,
     timeout: Annotated[float | None, typer.Option(
         help="With --wait: give up after this many seconds.")] = None,
+    from_url: Annotated[list[str] | None, typer.Option(
+        "--from-url", help="Import from this http(s) URL instead of uploading: the server "
+        "fetches it (one job each; repeatable).", show_default=False)] = None,
     url: Url = None,
 ) -> None:
-    """Upload FILES (streamed) and print each job's id; optionally wait and download results.
+    """Upload FILES (streamed), or import --from-url URLs, and print each job's id;
+    optionally wait and download results.
 
-    Exits 1 if an upload is refused or a job does not succeed.
+    Exits 1 if an upload or import is refused or a job does not succeed.
     """
+    if not files and not from_url:
+        raise fail("bad_usage", "name at least one file, or --from-url URL")
+    files = files or []
     opts = parse_options(options, option)
     wait = wait or out_dir is not None
     failed = False
@@ -222,7 +232,17 @@ def submit(
                               f"[dim]({escape(str(path))})[/]")
                     failed = True
                     continue
-                submitted.append(Submitted(path, job))
+                submitted.append(Submitted(str(path), path.name, job))
+            for source in from_url or []:
+                try:
+                    job = client.submit_url(source, pipeline=pipeline, options=opts,
+                                            priority=priority, webhook_url=webhook_url)
+                except ClientError as exc:
+                    err.print(f"[red]error[/red] {escape(exc.code)}: {escape(exc.detail)} "
+                              f"[dim]({escape(source)})[/]")
+                    failed = True
+                    continue
+                submitted.append(Submitted(source, job["input"]["filename"], job))
         # Ids go to stdout once the bars (on stderr) are done, so the two never interleave.
         for item in submitted:
             out.print(item.job["id"])
@@ -233,14 +253,14 @@ def submit(
         # After the bars: one line per job with its final state (stdout keeps only the ids).
         for item, job in ended:
             err.print(f"{job['id']} {_state(job['state'])} [dim]{_routed(job)} "
-                      f"{escape(str(item.path))}[/]")
+                      f"{escape(item.source)}[/]")
             if job["state"] != "succeeded":
                 failed = True
                 error = job.get("error") or {}
                 code = error.get("code") or job["state"]
                 message = error.get("message") or f"the job was {job['state']}"
                 err.print(f"[red]error[/red] {escape(code)}: {escape(message)} "
-                          f"[dim](job {job['id']}, {escape(str(item.path))})[/]")
+                          f"[dim](job {job['id']}, {escape(item.source)})[/]")
             elif out_dir is not None:
                 for saved in _download_all(client, job, out_dir):
                     err.print(f"[green]saved[/green] {escape(str(saved))}")

@@ -22,7 +22,16 @@ exception type -> status, the stable ``code`` taken from the exception).
     │   ├── NoFile              422 no_file: no file part, or no body at all
     │   └── BadParameter        422 bad_parameter: a parameter is unknown or out of range
     │       ├── InvalidOptions  422 bad_options: options are not a JSON object we take
-    │       └── BadWebhookUrl   422 bad_webhook_url
+    │       ├── BadWebhookUrl   422 bad_webhook_url
+    │       └── UrlForbidden    422 url_forbidden: a URL import the SSRF guard refuses
+    ├── TusError                a tus request refused (/v1/uploads; carries a stable ``code``)
+    │   ├── UploadNotFound      404 not_found: no such upload
+    │   ├── UploadGone          410 gone: the upload expired or was terminated
+    │   ├── OffsetMismatch      409 offset_mismatch: Upload-Offset is not the upload's offset
+    │   ├── UploadLocked        423 locked: another request is writing this upload
+    │   ├── ChecksumMismatch    460 checksum_mismatch: Upload-Checksum does not match the body
+    │   ├── UnsupportedMedia    415 unsupported_media_type
+    │   └── TusVersion          412 unsupported_version: a Tus-Resumable other than 1.0.0
     ├── InsufficientStorage     the disk (files or database) is full             507
     │                           insufficient_storage, with Retry-After
     ├── StorageUnavailable      object storage unreachable or refusing   503 storage_unavailable
@@ -166,6 +175,51 @@ class BadWebhookUrl(BadParameter):
     """The webhook URL is not allowed (scheme, or a private address)."""
 
     code = "bad_webhook_url"
+
+
+class UrlForbidden(BadParameter):
+    """A URL to import names a forbidden scheme, credentials or a non-public address."""
+
+    code = "url_forbidden"
+
+
+class TusError(ConveyorError):
+    """A tus request (``/v1/uploads``) refused; ``code`` names the precise reason."""
+
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class UploadNotFound(TusError):
+    code = "not_found"
+
+
+class UploadGone(TusError):
+    code = "gone"
+
+
+class OffsetMismatch(TusError):
+    code = "offset_mismatch"
+
+
+class UploadLocked(TusError):
+    code = "locked"
+
+
+class ChecksumMismatch(TusError):
+    code = "checksum_mismatch"
+
+
+class UnsupportedMedia(TusError):
+    code = "unsupported_media_type"
+
+
+class TusVersion(TusError):
+    code = "unsupported_version"
 
 
 class InsufficientStorage(ConveyorError):

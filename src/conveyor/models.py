@@ -94,6 +94,14 @@ class ErrorCode(enum.StrEnum):
     STORAGE_ERROR = "storage_error"
     #: The database failed under the attempt (retried).
     DATABASE_ERROR = "database_error"
+    #: URL import: connection refused or reset, DNS failure, or a time-out (retried).
+    URL_UNREACHABLE = "url_unreachable"
+    #: URL import: the remote answered 4xx (final) or 5xx (retried).
+    URL_STATUS = "url_status"
+    #: URL import: the URL, or a redirect, leads to an address the SSRF guard refuses (final).
+    URL_FORBIDDEN = "url_forbidden"
+    #: The input is larger than ``CONVEYOR_MAX_UPLOAD_BYTES`` (a URL import's, final).
+    TOO_LARGE = "too_large"
 
 
 @dataclass(frozen=True, slots=True)

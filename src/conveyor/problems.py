@@ -39,8 +39,10 @@ CODES: dict[str, str] = {
     "unauthorized": "no usable API key: send `Authorization: Bearer <key>` (missing, "
     "malformed, unknown or revoked key)",
     "forbidden": "the API key lacks the scope this route needs",
-    "not_found": "no such job, artifact, tenant or key",
-    "gone": "the job expired or was deleted",
+    "url_forbidden": "the URL to import is not allowed (scheme, credentials, or a private "
+    "address; see CONVEYOR_URL_IMPORT_ALLOW_PRIVATE)",
+    "not_found": "no such job, artifact, upload, tenant or key",
+    "gone": "the job (or tus upload) expired or was deleted",
     "conflict": "the job's state does not allow this (or the first upload with this "
     "Idempotency-Key is still running)",
     "idempotency_key_reused": "the Idempotency-Key was used for a different request "
@@ -60,6 +62,15 @@ CODES: dict[str, str] = {
     "quota_exceeded": "the tenant is over a quota (max_queued, bytes_per_day, storage_bytes): "
     "nothing was kept; the RateLimit headers say which, retry after Retry-After seconds",
     "rate_limited": "the tenant sent more requests per second than its requests_per_s quota",
+    "offset_mismatch": "tus: Upload-Offset is not the upload's current offset (HEAD it)",
+    "checksum_mismatch": "tus: Upload-Checksum does not match the PATCH body; nothing was kept",
+    "bad_checksum_algorithm": "tus: the Upload-Checksum algorithm is not sha256, sha1 or md5",
+    "bad_metadata": "tus: Upload-Metadata is not `key base64value` pairs (or a value is not "
+    "UTF-8)",
+    "locked": "tus: another request is writing this upload now; retry once it ends",
+    "unsupported_media_type": "the Content-Type is not the one this route takes "
+    "(tus PATCH: application/offset+octet-stream)",
+    "unsupported_version": "tus: Tus-Resumable is not a version this server speaks (1.0.0)",
     "internal_error": "a bug: the server failed unexpectedly",
 }
 
@@ -72,6 +83,10 @@ _TITLES = {
     408: "Request Timeout",
     409: "Conflict",
     410: "Gone",
+    412: "Precondition Failed",
+    415: "Unsupported Media Type",
+    423: "Locked",
+    460: "Checksum Mismatch",
     413: "Content Too Large",
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",
@@ -101,6 +116,14 @@ STATUS: dict[type[Exception], int] = {
     errors.BadParameter: 422,
     errors.IdempotencyKeyReused: 422,
     errors.Draining: 503,
+    errors.TusError: 400,
+    errors.UploadNotFound: 404,
+    errors.UploadGone: 410,
+    errors.OffsetMismatch: 409,
+    errors.UploadLocked: 423,
+    errors.ChecksumMismatch: 460,
+    errors.UnsupportedMedia: 415,
+    errors.TusVersion: 412,
     UnknownPipeline: 422,
     BadOptions: 422,
     errors.InsufficientStorage: 507,

@@ -131,12 +131,21 @@ class Settings(BaseSettings):
     #: client resumes with Last-Event-ID).
     event_send_timeout_s: float = Field(default=20.0, gt=0)
     retention: Duration = timedelta(days=7)
+    #: An unfinished tus upload (``/v1/uploads``) is removed, with its bytes, once it has
+    #: received nothing for this long (each PATCH moves ``Upload-Expires`` forward).
+    upload_expiry: Duration = timedelta(hours=24)
+    #: Origins whose browsers may call the API (tus uploads from another site): a comma list,
+    #: or ``*``. Empty: no CORS headers at all.
+    cors_origins: CsvList = Field(default_factory=list)
     sweep_interval_s: float = Field(default=300.0, gt=0)
 
     processors: CsvList = Field(default_factory=list)
     #: Decompression-bomb cap of the ``image`` processor, in pixels (checked from the header).
     max_image_pixels: Annotated[int, BeforeValidator(_blank_is_default)] = Field(
         default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
+    #: Pixel engine of the ``image`` processor: ``vips`` (libvips, shrink-on-load, streaming;
+    #: Pillow still reads BMP and HEIC) or ``pillow`` (Pillow only).
+    image_engine: Literal["vips", "pillow"] = "vips"
     #: Caps of the ``archive`` processor: entries, inflated bytes, inflated / compressed ratio.
     archive_max_entries: Annotated[int, BeforeValidator(_blank_is_default)] = Field(
         default=DEFAULT_ARCHIVE_MAX_ENTRIES, ge=1)
@@ -163,6 +172,18 @@ class Settings(BaseSettings):
     #: Multiplies the Standard Webhooks retry schedule (tests shrink it).
     webhook_schedule_scale: float = Field(default=1.0, gt=0)
 
+    #: URL import: non-public networks a URL may reach (same syntax as
+    #: ``webhook_allow_private``: ``true``, ``false`` or a comma-separated list of CIDRs).
+    url_import_allow_private: str | None = None
+    #: URL import: seconds to open a connection (per address tried).
+    url_import_connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: URL import: seconds the remote may stay silent (before the head, or between chunks).
+    url_import_read_timeout_s: float = Field(default=30.0, gt=0)
+    #: URL import: seconds the whole fetch may take, redirects included.
+    url_import_timeout_s: float = Field(default=3600.0, gt=0)
+    #: URL import: redirects followed (each hop passes the SSRF guard again).
+    url_import_max_redirects: int = Field(default=5, ge=0, le=20)
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -170,6 +191,14 @@ class Settings(BaseSettings):
         if level not in _LOG_LEVELS:
             raise ValueError(f"not a log level: {value!r} (use one of {', '.join(_LOG_LEVELS)})")
         return level
+
+    @field_validator("url_import_allow_private")
+    @classmethod
+    def _allow_list(cls, value: str | None) -> str | None:
+        from conveyor.webhooks.ssrf import AllowList
+
+        AllowList.parse(value, "CONVEYOR_URL_IMPORT_ALLOW_PRIVATE")  # a bad CIDR fails start-up
+        return value
 
     @field_validator("log_format", "auth", mode="before")
     @classmethod

@@ -3,8 +3,9 @@
 A generated ``webhook_url`` that looks like an http(s) URL would make the server resolve its host
 (a DNS query off this machine) and, if allowed, POST to it later. Such a URL is replaced by a
 loopback literal, which the server's SSRF guard refuses at once (422 bad_webhook_url) with no
-lookup and no connection. Any other value (not http/https, empty, not a string) is left alone:
-the server refuses it on its form. Webhooks have their own tests in tests/webhooks.
+lookup and no connection; so is a URL import's ``url`` (422 url_forbidden). Any other value
+(not http/https, empty, not a string) is left alone: the server refuses it on its form. Webhooks
+and URL imports have their own tests (tests/webhooks, tests/api/test_url_import.py).
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from schemathesis.hooks import HookContext
 
 #: Refused by the SSRF guard (a loopback address) without any DNS lookup.
 LOOPBACK_HOOK = "http://127.0.0.1:9/hook"
+#: Likewise for a URL import's ``url`` (422 url_forbidden: the fuzzed server allows no private
+#: address), so no fetch ever leaves the machine.
+LOOPBACK_IMPORT = "http://127.0.0.1:9/file"
 
 
 def _tame(values: Any) -> Any:
     if not isinstance(values, dict):
         return values
-    url = values.get("webhook_url")
-    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
-        return {**values, "webhook_url": LOOPBACK_HOOK}
+    for name, loopback in (("webhook_url", LOOPBACK_HOOK), ("url", LOOPBACK_IMPORT)):
+        url = values.get(name)
+        if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+            values = {**values, name: loopback}
     return values
 
 
@@ -40,3 +45,7 @@ def map_case(context: HookContext, case: Case) -> Case:
         if body is not case.body:
             case.body = body
     return case
+
+
+# tus PATCH (and creation-with-upload) bodies are raw bytes under their own media type.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")

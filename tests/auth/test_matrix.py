@@ -39,10 +39,17 @@ class World:
 
     keyed: Keyed
     job: str = ""
+    upload: str = ""
     made: int = 0
 
     def fresh_job(self) -> str:
         return self.keyed.submit("rw", "echo", SECRET)
+
+    def fresh_upload(self) -> str:
+        resp = httpx.post(f"{self.keyed.url}/v1/uploads", headers={
+            **self.keyed.h("rw"), **TUS, "Upload-Length": "10"})
+        assert resp.status_code == 201, resp.text
+        return str(resp.headers["location"]).rsplit("/", 1)[1]
 
     def fresh_key(self) -> str:
         resp = httpx.post(f"{self.keyed.url}/v1/keys", headers=self.keyed.h("admin"),
@@ -57,6 +64,22 @@ class World:
                           json={"id": name})
         assert resp.status_code == 201, resp.text
         return name
+
+
+TUS = {"Tus-Resumable": "1.0.0"}
+NEVER_UPLOAD = "01NEVER" + "Z" * 19  # a well-formed ULID no upload has
+
+
+def _upload(w: World) -> dict[str, str]:
+    return {"upload_id": w.upload}
+
+
+def _fresh_upload(w: World) -> dict[str, str]:
+    return {"upload_id": w.fresh_upload()}
+
+
+def _tus(**more: str) -> Callable[[World], dict[str, Any]]:
+    return lambda w: {"headers": {**TUS, **more}}
 
 
 def _job(w: World) -> dict[str, str]:
@@ -97,6 +120,15 @@ ROUTES: dict[tuple[str, str], Case] = {
                                 sse=True),
     ("GET", "/v1/pipelines"): Case(READ, 200),
     ("GET", "/v1/tenant"): Case(READ, 200),
+    ("OPTIONS", "/v1/uploads"): Case(WRITE, 204, request=_tus()),
+    ("OPTIONS", "/v1/uploads/{upload_id}"): Case(WRITE, 204, _upload, request=_tus()),
+    ("POST", "/v1/uploads"): Case(WRITE, 201, request=_tus(**{"Upload-Length": "10"})),
+    ("HEAD", "/v1/uploads/{upload_id}"): Case(WRITE, 200, _upload, request=_tus()),
+    ("PATCH", "/v1/uploads/{upload_id}"): Case(WRITE, 204, _fresh_upload, request=lambda w: {
+        "headers": {**TUS, "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream"},
+        "content": b"hello"}),
+    ("DELETE", "/v1/uploads/{upload_id}"): Case(WRITE, 204, _fresh_upload, request=_tus()),
     ("GET", "/metrics"): Case(ADMIN, 200),
     ("GET", "/v1/whoami"): Case(None, 200),
     ("POST", "/v1/keys"): Case(ADMIN, 201, request=lambda w: {
@@ -153,6 +185,7 @@ def test_every_route_is_in_the_matrix() -> None:
 def world(keyed: Keyed) -> World:
     w = World(keyed)
     w.job = w.fresh_job()
+    w.upload = w.fresh_upload()
     assert keyed.wait("rw", w.job)["state"] == "succeeded"
     return w
 
@@ -161,6 +194,7 @@ def _send(w: World, method: str, path: str, case: Case, headers: dict[str, str],
           params: dict[str, str]) -> tuple[int, bytes, httpx.Headers]:
     url = w.keyed.url + path.format(**params)
     kwargs = case.request(w)
+    headers = {**kwargs.pop("headers", {}), **headers}
     if not case.sse:
         resp = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
         return resp.status_code, resp.content, resp.headers
@@ -229,6 +263,17 @@ def _other_tenant(w: World, method: str, path: str, case: Case, params: dict[str
                   status: int, body: bytes, headers: httpx.Headers) -> None:
     if case.scope == ADMIN:
         assert status == 403, body
+        return
+    if "{upload_id}" in path:
+        # Tenant a's upload is, to tenant b, exactly an upload that never existed.
+        never = {**params, "upload_id": NEVER_UPLOAD}
+        n_status, n_body, _ = _send(w, method, path, case, w.keyed.h("b"), never)
+        assert status == n_status == 404, body
+        assert body.replace(params["upload_id"].encode(), b"<id>") == n_body.replace(
+            NEVER_UPLOAD.encode(), b"<id>")
+        still = httpx.head(f"{w.keyed.url}/v1/uploads/{params['upload_id']}",
+                           headers={**w.keyed.h("rw"), **TUS})
+        assert still.status_code == 200
         return
     if "{job_id}" not in path:
         # A collection (list, global events, upload, pipelines, whoami): the tenant's own view.

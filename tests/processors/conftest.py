@@ -25,6 +25,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CONVEYOR_ARCHIVE_MAX_ENTRIES",
         "CONVEYOR_ARCHIVE_MAX_BYTES",
         "CONVEYOR_ARCHIVE_MAX_RATIO",
+        "CONVEYOR_IMAGE_ENGINE",
     ):
         monkeypatch.delenv(key, raising=False)
 
@@ -44,6 +45,14 @@ def run(tmp_path: Path) -> Run:
 
 
 # -- images -----------------------------------------------------------------------------------
+@pytest.fixture(params=["vips", "pillow"])
+def image_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per pixel engine of the ``image`` processor."""
+    engine: str = request.param
+    monkeypatch.setenv("CONVEYOR_IMAGE_ENGINE", engine)
+    return engine
+
+
 def photo(width: int, height: int, mode: str = "RGB") -> Any:
     """A photo-like picture: a gradient with some noise, so encoders have work to do."""
     from PIL import Image

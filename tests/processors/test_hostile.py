@@ -31,7 +31,7 @@ def code_of(run: Run, *args: object, **kw: object) -> str:
 
 
 # -- images -----------------------------------------------------------------------------------
-def test_png_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+def test_png_bomb_is_refused_before_decoding(tmp_path: Path, image_engine: str) -> None:
     src = png_bomb(tmp_path / "bomb.png")  # 40000 x 40000 = 1.6 gigapixels
     started = time.monotonic()
     outcome = run_isolated("image", src, out_dir=tmp_path / "out")
@@ -39,14 +39,14 @@ def test_png_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
 
 
-def test_truncated_jpeg_is_corrupt(run: Run, tmp_path: Path) -> None:
+def test_truncated_jpeg_is_corrupt(run: Run, tmp_path: Path, image_engine: str) -> None:
     full = save_jpeg(tmp_path / "full.jpg", 800, 600).read_bytes()
     src = tmp_path / "cut.jpg"
     src.write_bytes(full[: len(full) // 2])
     assert code_of(run, "image", src) == "corrupt_file"
 
 
-def test_eps_renamed_png_is_refused(run: Run, tmp_path: Path) -> None:
+def test_eps_renamed_png_is_refused(run: Run, tmp_path: Path, image_engine: str) -> None:
     src = tmp_path / "evil.png"
     src.write_bytes(
         b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n"
@@ -57,7 +57,7 @@ def test_eps_renamed_png_is_refused(run: Run, tmp_path: Path) -> None:
     assert code_of(run, "image", src) == "unsupported_format"
 
 
-def test_fits_renamed_png_is_refused(run: Run, tmp_path: Path) -> None:
+def test_fits_renamed_png_is_refused(run: Run, tmp_path: Path, image_engine: str) -> None:
     cards = ["SIMPLE  =                    T", "BITPIX  =                    8",
              "NAXIS   =                    2", "NAXIS1  =                    4",
              "NAXIS2  =                    4", "END"]

@@ -12,6 +12,11 @@ from conveyor.processors.image import ImageOptions, _plan
 from .conftest import Run, photo, save_jpeg
 
 
+@pytest.fixture(autouse=True)
+def _both_engines(image_engine: str) -> None:
+    """Every test here runs on libvips and on Pillow."""
+
+
 def test_default_renditions_from_a_jpeg(run: Run, tmp_path: Path) -> None:
     src = save_jpeg(tmp_path / "p.jpg", 3000, 2000)
     out = run("image", src)
@@ -195,3 +200,30 @@ def test_options_schema_is_clean() -> None:
         "type": "integer", "minimum": 1, "maximum": 16384
     }
     assert schema["properties"]["format"]["enum"] == ["webp", "jpeg", "avif", "png"]
+
+
+def test_runs_under_the_worker_address_space_cap(tmp_path: Path, image_engine: str) -> None:
+    """A 24 MP PNG (no shrink-on-load) under RLIMIT_AS 2048 MiB, as a worker runs it."""
+    from conveyor.processors.base import ProcessorLimits
+    from conveyor.testing import run_isolated
+
+    src = tmp_path / "big.png"
+    photo(6000, 4000).save(src, compress_level=1)
+    outcome = run_isolated("image", src, {"sizes": [2048, 256]}, out_dir=tmp_path / "out",
+                           memory_mb=2048, limits=ProcessorLimits(image_engine=image_engine))
+    assert outcome.ok, outcome
+    assert [r["width"] for r in outcome.result["renditions"]] == [2048, 256]
+
+
+def test_libvips_runs_only_the_allowed_loaders(tmp_path: Path, image_engine: str) -> None:
+    """libvips would read a CSV, a matrix or a .vips file as an image: all blocked."""
+    from conveyor.processors.image_vips import vips
+
+    pyvips = vips()
+    for name, data in (("m.csv", b"1,2\n3,4\n"), ("m.mat", b"2 2\n1 2\n3 4\n")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(pyvips.Error):
+            pyvips.Image.new_from_file(str(path)).avg()
+    jpeg = save_jpeg(tmp_path / "ok.jpg", 40, 30)
+    assert pyvips.Image.new_from_file(str(jpeg)).width == 40

@@ -87,3 +87,22 @@ def test_not_a_pdf_is_corrupt(run: Run, tmp_path: Path) -> None:
 )
 def test_scan_active_content(data: bytes, flags: set[str]) -> None:
     assert scan_active_content(data) == flags
+
+
+def test_page_text_matches_pypdfium2(tmp_path: Path) -> None:
+    """The raw-API text loop gives what pypdfium2's get_text_range() gives, page by page."""
+    import pypdfium2 as pdfium
+
+    from conveyor.processors.pdf import page_text
+
+    src = reportlab_pdf(tmp_path / "t.pdf", ["first page\nsecond line", "", "  x  \n\nlast"])
+    doc = pdfium.PdfDocument(src)
+    try:
+        for i in range(len(doc)):
+            page = doc[i]
+            textpage = page.get_textpage()
+            assert page_text(page.raw) == textpage.get_text_range()
+            textpage.close()
+            page.close()
+    finally:
+        doc.close()

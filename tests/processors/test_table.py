@@ -211,3 +211,27 @@ def test_table_errors_shown_to_users_are_one_short_line(run: Run, tmp_path: Path
     assert err.value.code == "bad_table"
     assert "\n" not in err.value.message and str(tmp_path) not in err.value.message
     assert "SELECT" not in err.value.message and len(err.value.message) <= 330
+
+
+def test_latin1_byte_past_the_encoding_sample(run: Run, tmp_path: Path) -> None:
+    """UTF-8 is judged on the first MiB; a latin-1 byte after it still makes the file latin-1."""
+    import duckdb
+
+    from conveyor.processors.table_text import ENCODING_SAMPLE_BYTES
+
+    src = tmp_path / "late.csv"
+    rows = ENCODING_SAMPLE_BYTES // 22 + 10  # 22 bytes a line: the accent lands past 1 MiB
+    with open(src, "wb") as fh:
+        fh.write(b"id,city\n")
+        for i in range(rows):
+            fh.write(b"%08d,Paris%07d\n" % (i, i))
+        fh.write("99999999,Besançon\n".encode("latin-1"))
+    assert src.stat().st_size > ENCODING_SAMPLE_BYTES
+    out = run("table", src)
+    assert out.result["encoding"] == "cp1252"
+    assert out.result["rows"] == rows + 1 and out.result["rejected"] == 0
+    assert "rejects.csv" not in out.artifacts
+    last = duckdb.sql(
+        f"SELECT city FROM read_parquet('{out.artifacts['data.parquet']}') WHERE id = 99999999"
+    ).fetchall()
+    assert last == [("Besançon",)]

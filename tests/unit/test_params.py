@@ -73,3 +73,18 @@ def test_parse_params_reads_every_field() -> None:
     assert (params.pipeline, params.options, params.priority, params.max_attempts,
             params.timeout_s, params.webhook_url) == ("image", {"sizes": [1]}, -3, 2, 1.5,
                                                       "https://x/")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reuse"),
+    [("true", True), ("TRUE", True), (" 1 ", True), ("false", False), ("0", False)],
+)
+def test_reuse_is_a_boolean(raw: str, reuse: bool) -> None:
+    assert parse_params({"reuse": raw}).reuse is reuse
+    assert parse_params({}).reuse is False
+
+
+@pytest.mark.parametrize("raw", ["", "yes", "2", "maybe"])
+def test_reuse_refuses_anything_else(raw: str) -> None:
+    with pytest.raises(BadParameter):
+        parse_params({"reuse": raw})

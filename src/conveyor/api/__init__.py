@@ -11,6 +11,7 @@ from pathlib import Path
 
 from anyio import to_thread
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -29,13 +30,16 @@ from conveyor.api.routes_admin import router as admin_router
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
 from conveyor.api.routes_tenant import router as tenant_router
+from conveyor.api.routes_uploads import router as uploads_router
 from conveyor.api.services import Services
+from conveyor.api.tus_headers import TusHeaders
 from conveyor.auth import Authenticator
 from conveyor.dispatch.serving import ServeEngine
 from conveyor.processors.builtin import build_registry
 from conveyor.settings import Settings
 from conveyor.storage import from_url
 from conveyor.store import Store
+from conveyor.uploads.service import TusUploads
 from conveyor.webhooks.outbox import Outbox, load_secret
 
 log = logging.getLogger("conveyor.api")
@@ -49,6 +53,12 @@ job's pipeline; follow it over Server-Sent Events, get a signed webhook, downloa
 Every error is `application/problem+json` with a stable `code`:
 
 """ + "\n".join(f"- `{code}`: {text}" for code, text in problems.CODES.items())
+
+
+#: Response headers a browser on another origin may read (tus-js-client needs them).
+EXPOSED = ("Location", "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Expires",
+           "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
+           "Tus-Checksum-Algorithm", "Conveyor-Job-Id", "Link", "Retry-After")
 
 
 def create_app(settings: Settings | None = None, *, workers: int | None = None,
@@ -83,6 +93,9 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
         storage = from_url(settings)
         grace = sweep_grace(storage, settings.storage_sweep_grace.total_seconds())
         await startup_sweep(store, storage, grace)
+        uploads = TusUploads(settings, store, storage)
+        await uploads.recover()
+        app.state.tus = uploads
         registry = build_registry(settings.processors)
         hub = EventHub(store)
         svc = Services(settings, store, storage, registry, hub,
@@ -93,7 +106,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
         outbox = Outbox(settings, store, load_secret(settings), hub.changed)
         outbox.start()
         retention = asyncio.create_task(
-            retention_loop(store, storage, settings.sweep_interval_s, grace),
+            retention_loop(store, storage, settings.sweep_interval_s, grace, uploads),
             name="conveyor-retention",
         )
         thread: threading.Thread | None = None
@@ -129,9 +142,17 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
     docs.install(app)
     app.add_middleware(HeadAsGet, router=app.router)
     app.add_middleware(BodyIdleTimeout, idle_s=settings.body_idle_timeout_s)
+    app.add_middleware(TusHeaders)
+    if settings.cors_origins:
+        # Outermost, so that preflights and errors get their CORS headers too.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"], expose_headers=list(EXPOSED), max_age=600)
     # Every tenant route counts against the tenant's requests_per_s (not /healthz, /readyz).
     rate = [Depends(limit_rate)]
     app.include_router(jobs_router, dependencies=rate)
+    app.include_router(uploads_router, dependencies=rate)
     app.include_router(downloads_router, dependencies=rate)
     app.include_router(events_router, dependencies=rate)
     app.include_router(tenant_router, dependencies=rate)

@@ -128,6 +128,9 @@ async def _counted(stream: ByteStream) -> AsyncIterator[bytes]:
 
 async def download_input(job_id: str, request: Request, svc: Svc, caller: CanRead) -> Response:
     job = await to_thread.run_sync(svc.load_job, job_id, caller)
+    if job.input_pending:
+        # A URL import whose bytes no worker has recorded yet (they may be mid-fetch).
+        raise Problem(404, "not_found", f"job {job_id}'s input is not fetched yet")
     return await _send(request, svc, job.input_key, job.input_sha256,
                        "application/octet-stream", job.input_filename)
 

@@ -6,8 +6,10 @@ socket gets a small fixed send buffer, and a write that the reader does not drai
 time-out drops the stream: the connection is aborted (its unsent bytes freed at once) and the
 subscriber unsubscribed. The client resumes with ``Last-Event-ID`` when it reads again.
 
-Memory per subscriber is thus bounded: its hub queue (``hub.QUEUE_SIZE`` shared events), one
-write of at most that many events, uvicorn's transport buffer and :data:`SEND_BUFFER`.
+Memory per subscriber is thus bounded: its hub queue (``subscriber.QUEUE_SIZE`` shared events), one
+write of at most that many events, uvicorn's transport buffer and :data:`SEND_BUFFER`. A stream
+the hub writes directly (caught up, :mod:`conveyor.api.subscriber`) goes back to its queue, and
+so under this time-out, as soon as its transport holds more than ``subscriber.HIGH_WATER`` bytes.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from conveyor.api.event_stream import EventStreamResponse
 from conveyor.api.hub import format_event
+from conveyor.api.protocol import connection_control
 from conveyor.api.services import Services, services
 from conveyor.auth import CanRead
 from conveyor.errors import BadEventId
@@ -61,7 +62,20 @@ async def stream_events(
                 if tail:
                     yield b"".join(format_event(old) for old in tail)
                 return
+        control = connection_control(request.scope)
         while True:
+            if control is not None:
+                # Caught up: the hub writes the live events to this socket itself, until the
+                # stream ends or falls behind (then its queue takes over again).
+                woken = sub.go_direct(control, sent)
+                if woken is not None:
+                    try:
+                        over = await woken
+                    finally:
+                        sub.leave_direct()
+                    sent = sub.sent
+                    if over:
+                        return
             # Take everything that is waiting and send it as one write.
             items = [await sub.queue.get()]
             while not sub.queue.empty():

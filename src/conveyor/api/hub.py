@@ -1,9 +1,11 @@
 """The event hub: one tailer per server process feeds every SSE subscriber.
 
 The tailer wakes on a notification (LISTEN/NOTIFY on PostgreSQL, a datagram socket on SQLite),
-reads the new rows of the events table once, and fans them out to bounded per-subscriber
-queues. A subscriber that falls too far behind is dropped; its client resumes with
-``Last-Event-ID``. No client ever polls the database.
+reads the new rows of the events table once (one read per wake-up for every stream), encodes
+each batch once, and fans it out: written straight to the socket of every stream that has caught
+up, or put on the bounded queue of one that has not (:mod:`conveyor.api.subscriber`). A
+subscriber that falls too far behind is dropped; its client resumes with ``Last-Event-ID``.
+No client ever polls the database.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+import time
 
 from anyio import to_thread
 
+from conveyor.api.subscriber import KEEPALIVE, Batch, Subscriber, Wire
 from conveyor.api.views import iso
 from conveyor.models import EventType
 from conveyor.notify import EVENTS
@@ -24,55 +27,8 @@ from conveyor.store import Event, Store
 log = logging.getLogger("conveyor.events")
 
 KEEPALIVE_S = 15.0
-QUEUE_SIZE = 2000
-KEEPALIVE = b": keep-alive\n\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Wire:
-    """An event as sent: encoded once by the hub, shared by every subscriber."""
-
-    id: int
-    job_id: str
-    terminal: bool
-    data: bytes
-    tenant_id: str | None = None
-
-
-#: What a subscriber queue carries: an event, a keep-alive, or None (end of stream).
-Item = Wire | bytes | None
-
-
-class Subscriber:
-    """One SSE stream's bounded queue; dropped (ended) when it falls too far behind."""
-
-    def __init__(self, job_id: str | None, tenant_id: str | None = None) -> None:
-        self.job_id = job_id
-        #: A global stream's tenant: it is offered only that tenant's events.
-        self.tenant_id = tenant_id
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_SIZE)
-        self.dropped = False
-
-    def offer(self, item: Wire | bytes) -> None:
-        if self.dropped:
-            return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            if isinstance(item, bytes):
-                return  # a keep-alive is not needed by a subscriber that has data waiting
-            # Too far behind: end this stream; the client reconnects with Last-Event-ID.
-            self.dropped = True
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()
-            self.queue.put_nowait(None)
-
-    def end(self) -> None:
-        """End this stream now (whatever is queued is dropped; the client resumes by id)."""
-        self.dropped = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(None)
+#: How often direct streams are checked for a closed or lagging connection.
+CHECK_S = 1.0
 
 
 class EventHub:
@@ -106,6 +62,9 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for sub in self._all():
+            if sub.direct:
+                sub.end()
+                continue
             with contextlib.suppress(asyncio.QueueFull):
                 sub.queue.put_nowait(None)
 
@@ -143,10 +102,17 @@ class EventHub:
 
     async def _keepalive(self) -> None:
         # One timer for every stream, instead of a timeout per subscriber per event.
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(KEEPALIVE_S)
+            await asyncio.sleep(CHECK_S)
+            beat = time.monotonic() - last >= KEEPALIVE_S
+            if beat:
+                last = time.monotonic()
             for sub in self._all():
-                sub.offer(KEEPALIVE)
+                if beat:
+                    sub.offer(KEEPALIVE)
+                else:
+                    sub.check()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -177,21 +143,36 @@ class EventHub:
             )
             if not batch:
                 return
-            ended = False
-            for event in batch:
-                self.last_id = event.id
-                wire = encode(event)
-                ended = ended or wire.terminal
-                for sub in self.everything:
-                    if sub.tenant_id == wire.tenant_id:
-                        sub.offer(wire)
-                for sub in self.by_job.get(event.job_id, ()):
-                    sub.offer(wire)
-            if ended:
+            self.last_id = batch[-1].id
+            wires = [encode(event) for event in batch]
+            self._fan_out(wires)
+            if any(w.terminal for w in wires):
                 # Only a job's end can put a webhook in the outbox: wake its delivery loop.
                 self.changed.set()
             if len(batch) < 1000:
                 return
+
+    def _fan_out(self, wires: list[Wire]) -> None:
+        """One batch to every subscriber: encoded and framed once, whatever their number."""
+        if self.everything:
+            # A global stream carries only its tenant's events: one shared batch per tenant.
+            per_tenant: dict[str | None, list[Wire]] = {}
+            for wire in wires:
+                per_tenant.setdefault(wire.tenant_id, []).append(wire)
+            shared = {tenant: Batch(group) for tenant, group in per_tenant.items()}
+            for sub in list(self.everything):
+                mine = shared.get(sub.tenant_id)
+                if mine is not None:
+                    sub.deliver(mine)
+        if self.by_job:
+            per_job: dict[str, list[Wire]] = {}
+            for wire in wires:
+                if wire.job_id in self.by_job:
+                    per_job.setdefault(wire.job_id, []).append(wire)
+            for job_id, group in per_job.items():
+                one = Batch(group)
+                for sub in list(self.by_job.get(job_id, ())):
+                    sub.deliver(one)
 
 
 def format_event(event: Event) -> bytes:

@@ -9,12 +9,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 
 from conveyor.storage import Storage, artifacts_prefix, input_job_id
 from conveyor.storage.keys import INPUTS
 from conveyor.store import Store
+
+if TYPE_CHECKING:
+    from conveyor.uploads.service import TusUploads
 
 log = logging.getLogger("conveyor.maintenance")
 
@@ -52,10 +56,21 @@ def sweep_grace(storage: Storage, grace_s: float) -> float:
 
 
 async def remove_job_data(store: Store, storage: Storage, job_id: str) -> None:
-    """Tombstone the job (later reads answer 410), then delete its input and its artifacts."""
+    """Tombstone the job (later reads answer 410), then delete its input and its artifacts.
+
+    Artifacts another job reuses (the same storage keys, see :mod:`conveyor.store.reuse`) stay
+    until the last job naming them goes.
+    """
     for key in await to_thread.run_sync(store.jobs.delete, job_id):
         await storage.delete(key)
-    await storage.delete_prefix(artifacts_prefix(job_id))
+    prefix = artifacts_prefix(job_id)
+    kept = await to_thread.run_sync(store.reuse.referenced, prefix)
+    if not kept:
+        await storage.delete_prefix(prefix)
+        return
+    for key in await storage.keys(prefix):
+        if key not in kept:
+            await storage.delete(key)
 
 
 async def sweep_expired(store: Store, storage: Storage, now: float | None = None) -> int:
@@ -71,12 +86,17 @@ async def sweep_expired(store: Store, storage: Storage, now: float | None = None
 
 
 async def retention_loop(store: Store, storage: Storage, interval_s: float,
-                         grace_s: float = 0.0) -> None:
+                         grace_s: float = 0.0, uploads: TusUploads | None = None) -> None:
     while True:
         with contextlib.suppress(Exception):
             n = await sweep_expired(store, storage)
             if n:
                 log.info("retention sweep removed %d expired jobs", n)
+        if uploads is not None:  # unfinished tus uploads past Upload-Expires, and their bytes
+            with contextlib.suppress(Exception):
+                n = await uploads.sweep()
+                if n:
+                    log.info("retention sweep removed %d expired uploads", n)
         if storage.shared:  # leftovers of crashed nodes: there is no start-up to sweep them
             with contextlib.suppress(Exception):
                 await startup_sweep(store, storage, grace_s)

@@ -54,8 +54,33 @@ CONNECTION = "conveyor.connection"
 class ConnectionControl:
     """What a response may do to its own connection, beyond ASGI."""
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: HttpToolsProtocol | None = None
+                 ) -> None:
         self._transport = transport
+        self._protocol = protocol
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the response under way is sent with chunked transfer coding."""
+        cycle = getattr(self._protocol, "cycle", None)
+        return bool(getattr(cycle, "chunked_encoding", False))
+
+    def write(self, data: bytes) -> None:
+        """Append already framed body bytes to the connection, bypassing ASGI.
+
+        For a response that has started and sends more body: an event stream's live phase,
+        where one encoded frame is written to every subscriber's socket
+        (:mod:`conveyor.api.subscriber`). The bytes follow whatever ASGI sent before.
+        """
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        return self._transport.get_write_buffer_size()
+
+    def closing(self) -> bool:
+        return self._transport.is_closing()
 
     def abort(self) -> None:
         """Close at once with a reset, dropping unsent bytes: ``close()`` would wait for a
@@ -168,7 +193,8 @@ def protocol_class(limits: HeadLimits) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self.scope["extensions"] = {CONNECTION: {"control": ConnectionControl(self.transport)}}
+            self.scope["extensions"] = {CONNECTION: {
+                "control": ConnectionControl(self.transport, self)}}
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)

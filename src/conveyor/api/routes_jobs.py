@@ -18,6 +18,7 @@ from conveyor.api.maintenance import remove_job_data
 from conveyor.api.room import check_room
 from conveyor.api.services import Services, services
 from conveyor.api.upload_doc import UPLOAD_DOC
+from conveyor.api.url_import import create_from_url, is_url_import
 from conveyor.api.views import DeliveryOut, JobOut, JobPage, iso, job_view
 from conveyor.auth import Caller, CanRead, CanWrite
 from conveyor.errors import (
@@ -122,7 +123,7 @@ class _EarlyCheck:
     responses={200: {"description": "the job created earlier with this Idempotency-Key"},
                **_UPLOAD_ERRORS},
     openapi_extra=UPLOAD_DOC,
-    summary="Upload a file and create a job",
+    summary="Upload a file (or import one from a URL) and create a job",
 )
 async def create_job(
     request: Request,
@@ -165,6 +166,8 @@ async def _create(request: Request, svc: Services, tenant: str,
     if idempotency_key:
         previous = await to_thread.run_sync(svc.store.jobs.by_idempotency_key, tenant,
                                             idempotency_key)
+    if is_url_import(request):
+        return await create_from_url(request, svc, tenant, idempotency_key, previous)
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -248,7 +251,11 @@ async def _commit(
     svc: Services, job_id: str, writer: Writer, got: Received, params: JobParams,
     pipeline: str, options: Any, tenant: str, idempotency_key: str | None,
 ) -> tuple[Job, bool]:
-    """Complete the input (durable and visible), commit the job row: only then answer 202."""
+    """Complete the input (durable and visible), commit the job row: only then answer 202.
+
+    With ``reuse``, the row is committed already succeeded when ``tenant_id`` has a matching
+    result (:mod:`conveyor.store.reuse`); the uploaded bytes are kept as this job's input.
+    """
     key = input_key(job_id)
     filename = clean_filename(got.filename)
     media_type = sniff(got.head, filename, got.declared_type)
@@ -272,9 +279,16 @@ async def _commit(
             webhook_url=params.webhook_url,
             idempotency_key=idempotency_key,
             tenant_id=tenant,
+            processor_version=svc.registry.version(pipeline),
         )
         try:
-            job, created = await to_thread.run_sync(svc.store.jobs.create, new)
+            if params.reuse:
+                job, created, reused_from = await to_thread.run_sync(
+                    svc.store.reuse.create, new, tenant)
+                if reused_from is not None:
+                    metrics.JOBS_REUSED.inc()
+            else:
+                job, created = await to_thread.run_sync(svc.store.jobs.create, new)
         except BaseException:
             await svc.storage.delete(key)
             raise

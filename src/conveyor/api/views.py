@@ -28,14 +28,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "timeout_s": job.timeout_s,
-        "input": {
-            "filename": job.input_filename,
-            "size": job.input_size,
-            "sha256": job.input_sha256,
-            "media_type": job.media_type,
-            "declared_type": job.declared_type,
-            "url": f"/v1/jobs/{job.id}/input",
-        },
+        "input": _input_view(job),
         "progress": {"fraction": job.progress_fraction, "message": job.progress_message},
         "result": job.result,
         "error": job.error.to_dict() if job.error else None,
@@ -61,13 +54,31 @@ def job_view(job: Job) -> dict[str, Any]:
     return view
 
 
+def _input_view(job: Job) -> dict[str, Any]:
+    # A URL import not fetched yet: size, sha256 and media type are not known (null).
+    pending = job.input_pending
+    return {
+        "filename": job.input_filename,
+        "size": None if pending else job.input_size,
+        "sha256": None if pending else job.input_sha256,
+        "media_type": None if pending else job.media_type,
+        "declared_type": job.declared_type,
+        "url": f"/v1/jobs/{job.id}/input",
+        "source_url": job.input_url,
+    }
+
+
 class InputOut(BaseModel):
     filename: str
-    size: int
-    sha256: str
-    media_type: str
+    #: Null until a URL import's bytes are fetched (likewise sha256 and media_type).
+    size: int | None
+    sha256: str | None
+    media_type: str | None
     declared_type: str | None
+    #: Where the bytes can be downloaded from this server.
     url: str
+    #: A URL import's source (null for uploads).
+    source_url: str | None = None
 
 
 class ProgressOut(BaseModel):
@@ -124,6 +135,8 @@ class PipelineOut(BaseModel):
     steps: list[str]
     accepts: list[str]
     options_schema: dict[str, Any]
+    #: The processor version(s) jobs of this pipeline record (``reuse`` matches on it).
+    version: str
 
 
 class DeliveryOut(BaseModel):

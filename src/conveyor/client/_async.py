@@ -87,12 +87,13 @@ class AsyncClient(BaseClient):
         idempotency_key: str | None = None,
         filename: str | None = None,
         on_progress: ProgressCallback | None = None,
+        reuse: bool = False,
     ) -> dict[str, Any]:
         """Upload the file at ``path`` (streamed from disk) and return the new job."""
         plan = self.plan_upload(
             path, pipeline=pipeline, options=options, webhook_url=webhook_url,
             priority=priority, max_attempts=max_attempts, timeout_s=timeout_s,
-            idempotency_key=idempotency_key, filename=filename,
+            idempotency_key=idempotency_key, filename=filename, reuse=reuse,
         )
 
         async def body() -> AsyncIterator[bytes]:
@@ -112,6 +113,34 @@ class AsyncClient(BaseClient):
         job: dict[str, Any] = await self._call(
             "POST", plan.url, params=plan.params, headers=plan.headers, content=body()
         )
+        return job
+
+    async def submit_url(
+        self,
+        url: str,
+        *,
+        pipeline: str = "auto",
+        options: Mapping[str, Any] | None = None,
+        webhook_url: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        idempotency_key: str | None = None,
+        filename: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a job whose input the server fetches from ``url`` (http or https); returns
+        the job at once (``input.size`` and ``sha256`` are None until a worker fetched it).
+
+        A URL the server refuses (a private address, another scheme) raises ClientError
+        ``url_forbidden``; fetch failures end the job (``url_status``, ``url_unreachable``,
+        ``url_forbidden``, ``too_large``).
+        """
+        body, headers = self.plan_url_import(
+            url, pipeline=pipeline, options=options, webhook_url=webhook_url,
+            priority=priority, max_attempts=max_attempts, timeout_s=timeout_s,
+            idempotency_key=idempotency_key, filename=filename,
+        )
+        job: dict[str, Any] = await self._call("POST", "/v1/jobs", json=body, headers=headers)
         return job
 
     async def get(self, job_id: str) -> dict[str, Any]:

@@ -319,6 +319,7 @@ class BaseClient:
         timeout_s: float | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
+        reuse: bool = False,
     ) -> UploadPlan:
         """Everything :meth:`Client.submit` sends, except the bytes themselves."""
         file = Path(path)
@@ -329,10 +330,37 @@ class BaseClient:
         optional = {"webhook_url": webhook_url, "priority": priority,
                     "max_attempts": max_attempts, "timeout_s": timeout_s}
         params.update({k: str(v) for k, v in optional.items() if v is not None})
+        if reuse:
+            params["reuse"] = "true"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         return UploadPlan(file, size, "/v1/jobs", params, headers)
+
+    @staticmethod
+    def plan_url_import(
+        url: str,
+        *,
+        pipeline: str = "auto",
+        options: Mapping[str, Any] | None = None,
+        webhook_url: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        idempotency_key: str | None = None,
+        filename: str | None = None,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The JSON body and headers of :meth:`Client.submit_url` (no query string: a JSON
+        body with one is a raw upload of a JSON file)."""
+        body: dict[str, Any] = {"url": url, "pipeline": pipeline}
+        optional = {"options": dict(options) if options is not None else None,
+                    "webhook_url": webhook_url, "priority": priority,
+                    "max_attempts": max_attempts, "timeout_s": timeout_s, "filename": filename}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        headers = {"Content-Type": "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return body, headers
 
     # -- response handling ------------------------------------------------------------------
 

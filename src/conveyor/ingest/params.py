@@ -18,7 +18,9 @@ MAX_OPTIONS_DEPTH = 32
 MAX_OPTIONS_BYTES = 64 * 1024
 #: Every parameter an upload takes (form parts, or query parameters of a raw body).
 FIELDS = ("pipeline", "options", "webhook_url", "priority", "max_attempts", "timeout_s",
-          "filename")
+          "filename", "reuse")
+#: How ``reuse`` may be spelt (a form field, a query parameter, or a JSON boolean as text).
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 #: Bidirectional overrides and isolates: they make ``\u202Egpj.exe`` display as ``exe.jpg``.
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
@@ -54,6 +56,8 @@ class JobParams:
     priority: int = 0
     max_attempts: int | None = None
     timeout_s: float | None = None
+    #: Reuse the result of an earlier identical job of the same tenant (store/reuse.py).
+    reuse: bool = False
 
 
 #: Inclusive bounds of the numeric parameters (the OpenAPI document states the same).
@@ -135,6 +139,11 @@ def parse_params(fields: dict[str, str]) -> JobParams:
         params.webhook_url = fields["webhook_url"].strip()
         if not params.webhook_url:
             raise BadWebhookUrl("webhook_url is empty")
+    if "reuse" in fields:
+        flag = _BOOLEANS.get(str(fields["reuse"]).strip().lower())
+        if flag is None:
+            raise BadParameter("reuse must be true or false")
+        params.reuse = flag
     for name, (low, high) in BOUNDS.items():
         if name not in fields:
             continue

@@ -64,6 +64,8 @@ class ProcessorLimits:
     archive_max_entries: int = DEFAULT_ARCHIVE_MAX_ENTRIES
     archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
     archive_max_ratio: float = DEFAULT_ARCHIVE_MAX_RATIO
+    #: Not a cap but the ``image`` processor's pixel engine (``CONVEYOR_IMAGE_ENGINE``).
+    image_engine: str = "vips"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessorLimits:
@@ -73,6 +75,7 @@ class ProcessorLimits:
             archive_max_entries=settings.archive_max_entries,
             archive_max_bytes=settings.archive_max_bytes,
             archive_max_ratio=settings.archive_max_ratio,
+            image_engine=settings.image_engine,
         )
 
 
@@ -164,6 +167,9 @@ class Processor:
     options: type[BaseModel] = NoOptions
     description: str = ""
     accepts: tuple[str, ...] = ("*/*",)
+    #: The processor's own version: bump it when the same input and options would give another
+    #: result. Jobs record it, and ``reuse`` only reuses a result made by the same version.
+    version: str = "1"
     #: Module path to import lazily; used by the registry to keep heavy imports out of the API.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -184,6 +190,7 @@ def define(
     options: type[BaseModel] = NoOptions,
     description: str = "",
     accepts: Iterable[str] = ("*/*",),
+    version: str = "1",
 ) -> Callable[[ProcessorFn], Processor]:
     """Make ``fn`` a :class:`Processor` named ``name``, registered nowhere.
 
@@ -197,6 +204,7 @@ def define(
             options=options,
             description=description or (fn.__doc__ or "").strip().split("\n")[0],
             accepts=tuple(accepts),
+            version=version,
         )
 
     return decorate

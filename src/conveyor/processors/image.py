@@ -7,18 +7,19 @@ checked from the header before anything is decoded (``ctx.limits.max_image_pixel
 is the target *width* (as in ``srcset`` ``w`` descriptors); an image is never upscaled, so a
 size wider than the image gives a rendition at the image's own width.
 
-Fast paths: a JPEG is decoded with ``draft()`` (DCT scaling) at the smallest scale that still
-covers the largest rendition, and each rendition is resized from the previous, larger one.
-pyvips is not used: Pillow with these fast paths is as fast on JPEG (reference/libraries.md 1.1).
+Pillow reads the header (format allow-list, pixel cap, mode, transparency) whatever the engine.
+The pixels are then made by libvips (:mod:`conveyor.processors.image_vips`: shrink-on-load,
+streaming, a 100 MP JPEG in well under 256 MB) or, with ``CONVEYOR_IMAGE_ENGINE=pillow`` and for
+the formats libvips does not read here (BMP, HEIC), by Pillow
+(:mod:`conveyor.processors.image_pillow`). Both give the same renditions, names and result.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import warnings
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +27,15 @@ from conveyor.errors import ProcessorError
 from conveyor.processors.base import Context, define
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PIL import Image as PILImage
+
+
+class Renderer(Protocol):
+    """A pixel engine: writes one rendition, widest first, and says its size."""
+
+    def render(self, width: int, height: int, dest: Path) -> tuple[int, int]: ...
 
 #: Pillow format names we decode. Never EPS (runs Ghostscript), FITS, PSD, ...
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF")
@@ -106,8 +115,7 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
-def _exif_fields(im: PILImage.Image) -> tuple[dict[str, Any], int]:
-    exif = im.getexif()
+def _exif_fields(exif: PILImage.Exif) -> tuple[dict[str, Any], int]:
     fields: dict[str, Any] = {}
     for tag, name in _EXIF_TAGS.items():
         if tag in exif:
@@ -150,67 +158,41 @@ def _plan(width: int, sizes: list[int]) -> list[tuple[int, int]]:
 )
 def image(ctx: Context) -> dict[str, Any]:
     """Make one rendition per requested width and report the image's properties."""
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    from conveyor.processors.image_pillow import PillowRenderer
+    from conveyor.processors.image_vips import LOADERS, VipsRenderer, read_header
 
     opts: ImageOptions = ctx.options
     if ctx.input.size == 0 or os.path.getsize(ctx.input_path) == 0:
         raise ProcessorError("empty_file", "the file is empty")
-    im = _open(ctx.input_path, ctx.limits.max_image_pixels)
+    cap = ctx.limits.max_image_pixels
+    im = _open(ctx.input_path, cap)
     with im:
-        fmt = im.format
+        fmt = str(im.format)
         src_w, src_h, src_mode = im.width, im.height, im.mode
         alpha = _has_alpha(im)
-        exif_fields, orientation = _exif_fields(im)
-        icc = im.info.get("icc_profile")
-        exif_bytes = im.info.get("exif") if opts.keep_metadata else None
+        use_vips = ctx.limits.image_engine == "vips" and fmt in LOADERS
+        if use_vips:
+            # libvips' header: Pillow's getexif() would decode a whole PNG to find its eXIf.
+            vips_orientation, blob = read_header(ctx.input_path, fmt, cap)
+            exif = Image.Exif()
+            if blob:
+                exif.load(blob)
+            exif_fields, _ = _exif_fields(exif)
+            orientation = vips_orientation  # the one libvips applies
+        else:
+            exif_fields, orientation = _exif_fields(im.getexif())
         # Dimensions as displayed, once the EXIF orientation is applied.
         swap = orientation in (5, 6, 7, 8)
         out_w, out_h = (src_h, src_w) if swap else (src_w, src_h)
         plan = _plan(out_w, opts.sizes)
-        widest = plan[0][1]
-        if fmt == "JPEG":
-            # Shrink on load: DCT scaling to the smallest 1/2^k that still covers ``widest``.
-            scale = widest / out_w
-            im.draft("RGB", (math.ceil(src_w * scale), math.ceil(src_h * scale)))
-        try:
-            im.load()
-            # exif_transpose copies even an upright image: only call it when it rotates.
-            base: PILImage.Image = (
-                (ImageOps.exif_transpose(im) or im) if orientation in range(2, 9) else im
-            )
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ProcessorError("corrupt_file", f"cannot decode image: {exc}") from None
-        mode = "RGBA" if alpha and opts.format != "jpeg" else "RGB"
-        current = base if base.mode == mode else base.convert(mode)
-        renditions = []
-        done: dict[int, tuple[str, int, int]] = {}
-        for i, (size, width) in enumerate(plan):
-            if ctx.cancelled():
-                raise ProcessorError("cancelled", "the job was cancelled")
-            name = f"w{size}.{_EXT[opts.format]}"
-            if width in done:  # same effective width as a wider request: copy, don't re-encode
-                first, w, h = done[width]
-                with open(ctx.work_dir / first, "rb") as src, ctx.artifact(
-                    name, _MEDIA[opts.format]
-                ) as out:
-                    out.write(src.read())
-            else:
-                height = max(1, round(out_h * width / out_w))
-                if (width, height) != current.size:
-                    current = current.resize(
-                        (width, height), Image.Resampling.LANCZOS, reducing_gap=3.0
-                    )
-                w, h = current.size
-                tmp = ctx.work_dir / name
-                _save(current, tmp, opts, icc, exif_bytes)
-                done[width] = (name, w, h)
-                if i < len(plan) - 1 and plan[i + 1][1] == width:
-                    # Keep a copy for the duplicate that follows before publishing this one.
-                    shutil.copyfile(tmp, ctx.work_dir / f"{name}.keep")
-                    done[width] = (f"{name}.keep", w, h)
-                ctx.artifact_from_path(name, _MEDIA[opts.format], tmp)
-            renditions.append({"size": size, "name": name, "width": w, "height": h})
-            ctx.progress((i + 1) / len(plan), f"rendition {name}")
+        renderer: Renderer
+        if use_vips:
+            renderer = VipsRenderer(ctx.input_path, fmt, opts, alpha)
+        else:
+            renderer = PillowRenderer(im, opts, alpha, orientation, (out_w, out_h), plan[0][1])
+        renditions = _publish(ctx, renderer, plan, out_w, out_h)
     return {
         "width": out_w,
         "height": out_h,
@@ -222,30 +204,32 @@ def image(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _save(
-    im: PILImage.Image,
-    path: os.PathLike[str],
-    opts: ImageOptions,
-    icc: bytes | None,
-    exif: bytes | None,
-) -> None:
-    params: dict[str, Any] = {}
-    if icc:
-        params["icc_profile"] = icc  # colour, not privacy: kept so colours stay right
-    if exif:
-        from PIL import Image
-
-        # The pixels are already upright: store Orientation=1 so viewers don't rotate again.
-        ex = Image.Exif()
-        ex.load(exif)
-        ex[0x0112] = 1
-        params["exif"] = ex.tobytes()
-    if opts.format == "webp":
-        params.update(quality=opts.quality, method=opts.effort)
-    elif opts.format == "jpeg":
-        params.update(quality=opts.quality, optimize=False, progressive=True)
-    elif opts.format == "avif":
-        params.update(quality=opts.quality, speed=max(0, 10 - opts.effort))
-    else:
-        params.update(optimize=False, compress_level=6)
-    im.save(path, format=opts.format.upper(), **params)
+def _publish(ctx: Context, renderer: Renderer, plan: list[tuple[int, int]], out_w: int,
+             out_h: int) -> list[dict[str, Any]]:
+    """Render and publish each planned rendition; equal effective widths are copies."""
+    opts: ImageOptions = ctx.options
+    renditions = []
+    done: dict[int, tuple[str, int, int]] = {}
+    for i, (size, width) in enumerate(plan):
+        if ctx.cancelled():
+            raise ProcessorError("cancelled", "the job was cancelled")
+        name = f"w{size}.{_EXT[opts.format]}"
+        if width in done:  # same effective width as a wider request: copy, don't re-encode
+            first, w, h = done[width]
+            with open(ctx.work_dir / first, "rb") as src, ctx.artifact(
+                name, _MEDIA[opts.format]
+            ) as out:
+                out.write(src.read())
+        else:
+            height = max(1, round(out_h * width / out_w))
+            tmp = ctx.work_dir / name
+            w, h = renderer.render(width, height, tmp)
+            done[width] = (name, w, h)
+            if i < len(plan) - 1 and plan[i + 1][1] == width:
+                # Keep a copy for the duplicate that follows before publishing this one.
+                shutil.copyfile(tmp, ctx.work_dir / f"{name}.keep")
+                done[width] = (f"{name}.keep", w, h)
+            ctx.artifact_from_path(name, _MEDIA[opts.format], tmp)
+        renditions.append({"size": size, "name": name, "width": w, "height": h})
+        ctx.progress((i + 1) / len(plan), f"rendition {name}")
+    return renditions

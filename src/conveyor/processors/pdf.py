@@ -136,6 +136,7 @@ def _extract(
     ctx: Context, doc: Any, text_pages: int, preview_pages: int, opts: PdfOptions
 ) -> list[dict[str, Any]]:
     import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
 
     per_page: list[dict[str, Any]] = []
     previews: list[dict[str, Any]] = []
@@ -145,31 +146,68 @@ def _extract(
         for i in range(total):
             if ctx.cancelled():
                 raise ProcessorError("cancelled", "the job was cancelled")
-            try:
-                page = doc[i]
-            except pdfium.PdfiumError as exc:
-                raise ProcessorError("corrupt_file", f"page {i + 1}: {exc}") from None
-            try:
-                if i < text_pages:
-                    textpage = page.get_textpage()
-                    try:
-                        text = textpage.get_text_range()
-                    finally:
-                        textpage.close()
-                    text = text.replace("\r\n", "\n")
-                    if i:
-                        text_out.write("\f")  # form feed between pages, as pdftotext does
-                    text_out.write(text)
-                    per_page.append({"page": i + 1, "chars": len(text), "text": text})
-                if i < preview_pages:
+            if i < text_pages:
+                # The raw API: pypdfium2's page and text-page objects (finalizers, trackers)
+                # cost more per page than PDFium's own page load.
+                raw_page = pdfium_c.FPDF_LoadPage(doc.raw, i)
+                if not raw_page:
+                    raise ProcessorError("corrupt_file", f"page {i + 1}: cannot load the page")
+                try:
+                    text = page_text(raw_page)
+                finally:
+                    pdfium_c.FPDF_ClosePage(raw_page)
+                text = text.replace("\r\n", "\n")
+                if i:
+                    text_out.write("\f")  # form feed between pages, as pdftotext does
+                text_out.write(text)
+                per_page.append({"page": i + 1, "chars": len(text), "text": text})
+            if i < preview_pages:
+                try:
+                    page = doc[i]
+                except pdfium.PdfiumError as exc:
+                    raise ProcessorError("corrupt_file", f"page {i + 1}: {exc}") from None
+                try:
                     previews.append(_render(ctx, page, i + 1, opts))
-            finally:
-                page.close()
+                finally:
+                    page.close()
             ctx.progress(0.95 * (i + 1) / max(total, 1), f"page {i + 1}/{total}")
     ctx.artifact_from_path("text.txt", "text/plain; charset=utf-8", text_path)
     with ctx.artifact("pages.json", "application/json") as fh:
         fh.write(json.dumps(per_page, ensure_ascii=False).encode("utf-8"))
     return previews
+
+
+def page_text(raw_page: Any) -> str:
+    """The text of a raw PDFium page, as pypdfium2's ``get_text_range()`` gives it.
+
+    PDFium may leave chars at either end out of the text (crbug.com/pdfium/2079): the range
+    is narrowed to the first and last char that are in it, and the buffer sized from their
+    text indices, as pypdfium2 does.
+    """
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    textpage = pdfium_c.FPDFText_LoadPage(raw_page)
+    if not textpage:
+        raise ProcessorError("corrupt_file", "cannot load the text of a page")
+    try:
+        index = pdfium_c.FPDFText_GetTextIndexFromCharIndex
+        first, last = 0, pdfium_c.FPDFText_CountChars(textpage) - 1
+        while first <= last and index(textpage, first) == -1:
+            first += 1
+        while last >= first and index(textpage, last) == -1:
+            last -= 1
+        if first > last:
+            return ""
+        size = index(textpage, last) + 2 - index(textpage, first)  # with the NUL
+        buffer = (ctypes.c_ushort * size)()
+        written = pdfium_c.FPDFText_GetText(textpage, first, last - first + 1, buffer)
+        if not 0 < written <= size:
+            raise ProcessorError("corrupt_file", "cannot read the text of a page")
+        return bytes(memoryview(buffer)[: written - 1]).decode("utf-16-le", errors="ignore")
+    finally:
+        pdfium_c.FPDFText_ClosePage(textpage)
 
 
 def _render(ctx: Context, page: Any, number: int, opts: PdfOptions) -> dict[str, Any]:

@@ -100,6 +100,18 @@ class Registry:
                 errors=exc.errors(include_url=False, include_context=False),
             ) from None
 
+    def version(self, name: str) -> str:
+        """The version of pipeline ``name``: its processor's, or ``step=version`` per step.
+
+        ``auto`` routes by the input's type, so its version covers every processor it can
+        route to: a new version of any of them changes it.
+        """
+        pipe = self.pipeline(name)
+        if pipe.single and name != "auto":
+            return self.processors[name].version
+        steps = sorted(self.processors) if name == "auto" else pipe.steps
+        return ",".join(f"{step}={self.processors[step].version}" for step in steps)
+
     def options_schema(self, name: str) -> dict[str, Any]:
         pipe = self.pipeline(name)
         if pipe.single:
@@ -122,6 +134,7 @@ class Registry:
                     "steps": list(pipe.steps),
                     "accepts": accepts,
                     "options_schema": self.options_schema(name),
+                    "version": self.version(name),
                 }
             )
         return out
@@ -180,11 +193,17 @@ def processor(
     description: str = "",
     accepts: Iterable[str] = ("*/*",),
     registry: Registry | None = None,
+    version: str = "1",
 ) -> Callable[[ProcessorFn], Processor]:
-    """Register ``fn`` as a processor named ``name`` (in ``registry``, else the default one)."""
+    """Register ``fn`` as a processor named ``name`` (in ``registry``, else the default one).
+
+    ``version`` (default "1") is recorded on each job; bump it when a change of the processor
+    would give another result for the same input and options (``reuse`` then misses).
+    """
 
     def decorate(fn: ProcessorFn) -> Processor:
-        proc = define(name, options=options, description=description, accepts=accepts)(fn)
+        proc = define(name, options=options, description=description, accepts=accepts,
+                      version=version)(fn)
         (registry or default_registry).add(proc)
         return proc
 

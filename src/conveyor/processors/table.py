@@ -23,6 +23,7 @@ from conveyor.errors import ProcessorError, short_message
 from conveyor.processors.base import Context, define
 from conveyor.processors.csv_repair import repair
 from conveyor.processors.table_text import (
+    ENCODING_SAMPLE_BYTES,
     Dialect,
     detect_encoding,
     read_sample,
@@ -44,6 +45,9 @@ _KINDS = {
 }
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "csv", ".json": "json",
              ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet", ".xlsx": "xlsx"}
+_UTF8 = ("utf-8", "utf-8-sig")
+#: DuckDB's error type for a line that is not UTF-8.
+_BAD_ENCODING = "INVALID ENCODING"
 #: Above this many distinct values, top values are not computed (they would all be count 1).
 TOP_VALUES_MAX_DISTINCT = 100_000
 
@@ -173,7 +177,37 @@ def _read_csv(ctx: Context, con: duckdb.DuckDBPyConnection, kind: str, opts: Tab
     apart first, so one bad line never fails the whole file."""
     import duckdb
 
-    args, extra, path, dialect = _csv_args(ctx, kind, opts)
+    # UTF-8 is judged on a sample; DuckDB checks the rest and reports lines it cannot decode,
+    # and only then is the whole file checked (and transcoded): one read in the usual case.
+    encoding = detect_encoding(ctx.input_path, limit=ENCODING_SAMPLE_BYTES)
+    try:
+        rows, rejects = _read_csv_as(ctx, con, kind, opts, out, info, encoding)
+    except duckdb.Error:
+        full = detect_encoding(ctx.input_path) if encoding in _UTF8 else encoding
+        if full in _UTF8 or full == encoding:
+            raise
+        _drop_rejects(con)
+        return _read_csv_as(ctx, con, kind, opts, out, info, full)
+    if encoding in _UTF8 and any(err.startswith(_BAD_ENCODING) for _, err, _ in rejects):
+        full = detect_encoding(ctx.input_path)
+        if full not in _UTF8:
+            _drop_rejects(con)
+            return _read_csv_as(ctx, con, kind, opts, out, info, full)
+    return rows, rejects
+
+
+def _drop_rejects(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP TABLE IF EXISTS reject_errors")
+    con.execute("DROP TABLE IF EXISTS reject_scans")
+
+
+def _read_csv_as(ctx: Context, con: duckdb.DuckDBPyConnection, kind: str, opts: TableOptions,
+                 out: Path, info: dict[str, Any], encoding: str,
+                 ) -> tuple[int, list[tuple[int, str, str]]]:
+    """:func:`_read_csv` once the encoding is known."""
+    import duckdb
+
+    args, extra, path, dialect = _csv_args(ctx, kind, opts, encoding)
     info.update(extra)
     try:
         return _copy_csv(con, args, out), _rejects(con)
@@ -181,8 +215,7 @@ def _read_csv(ctx: Context, con: duckdb.DuckDBPyConnection, kind: str, opts: Tab
         repaired = repair(path, ctx.work_dir / "framed.csv", dialect.quote, dialect.escape)
         if not repaired.rejected:
             raise
-    con.execute("DROP TABLE IF EXISTS reject_errors")
-    con.execute("DROP TABLE IF EXISTS reject_scans")
+    _drop_rejects(con)
     args[0] = _q(str(ctx.work_dir / "framed.csv"))
     rows = _copy_csv(con, args, out)
     original = repaired.line_numbers
@@ -192,9 +225,8 @@ def _read_csv(ctx: Context, con: duckdb.DuckDBPyConnection, kind: str, opts: Tab
 
 
 def _csv_args(
-    ctx: Context, kind: str, opts: TableOptions
+    ctx: Context, kind: str, opts: TableOptions, encoding: str
 ) -> tuple[list[str], dict[str, Any], Path, Dialect]:
-    encoding = detect_encoding(ctx.input_path)
     path = ctx.input_path
     if encoding not in ("utf-8", "utf-8-sig"):
         # DuckDB reads UTF-8 (it skips a UTF-8 BOM itself): transcode anything else once.
@@ -231,15 +263,16 @@ def _copy_csv(con: duckdb.DuckDBPyConnection, args: list[str], out: Path) -> int
         return rows
     # A value the type sniffer did not foresee (e.g. "n/a" after 20k numbers) would reject its
     # whole row: read those columns as text instead, so only malformed lines are rejected.
-    con.execute("DROP TABLE IF EXISTS reject_errors")
-    con.execute("DROP TABLE IF EXISTS reject_scans")
+    _drop_rejects(con)
     types = ", ".join(f"{_q(c)}: 'VARCHAR'" for c in cast_failures)
     return _copy(con, f"read_csv({', '.join([*args, f'types={{{types}}}'])})", out)
 
 
 def _copy(con: duckdb.DuckDBPyConnection, source: str, out: Path) -> int:
     row = con.execute(
-        f"COPY (SELECT * FROM {source}) TO {_q(str(out))} (FORMAT parquet, COMPRESSION zstd)"
+        f"COPY (SELECT * FROM {source}) TO {_q(str(out))} "
+        # zstd level 1: a third less CPU than the default 3, files about 2 % larger.
+        "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
     ).fetchone()
     return int(row[0]) if row else 0
 

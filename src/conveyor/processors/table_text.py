@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLE_BYTES = 64 * 1024
+#: Bytes checked for UTF-8 before DuckDB reads a file (DuckDB itself checks the rest).
+ENCODING_SAMPLE_BYTES = 1 << 20
 _DECIMAL_COMMA = re.compile(r"^[-+]?\d{1,3}(\.\d{3})*,\d+$|^[-+]?\d+,\d+$")
 _DECIMAL_DOT = re.compile(r"^[-+]?\d+\.\d+$")
 
@@ -27,11 +29,14 @@ class Dialect:
     decimal_separator: str = "."
 
 
-def detect_encoding(path: Path, chunk: int = 4 << 20) -> str:
+def detect_encoding(path: Path, chunk: int = 4 << 20, limit: int | None = None) -> str:
     """``utf-8``, ``utf-8-sig``, ``utf-16`` (BOM) or, when not valid UTF-8, ``cp1252``/``latin-1``.
 
     The whole file is checked (incrementally): a file whose first non-ASCII byte is in its
-    last line is still latin-1.
+    last line is still latin-1. With ``limit``, only the first ``limit`` bytes are checked
+    for UTF-8 (a character cut at the limit counts as valid): the answer ``utf-8`` is then a
+    guess the caller confirms (DuckDB reports the lines it cannot decode); any other answer
+    comes from the whole file.
     """
     with open(path, "rb") as fh:
         head = fh.read(4)
@@ -41,9 +46,15 @@ def detect_encoding(path: Path, chunk: int = 4 << 20) -> str:
         decoder = codecs.getincrementaldecoder("utf-8")()
         saw_cp1252_only = False
         try:
-            while data := fh.read(chunk):
+            left = limit
+            while data := fh.read(chunk if left is None else min(chunk, left)):
                 decoder.decode(data)
-            decoder.decode(b"", final=True)
+                if left is not None:
+                    left -= len(data)
+                    if left <= 0:
+                        break
+            else:
+                decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             fh.seek(0)
             cp = codecs.getincrementaldecoder("cp1252")()

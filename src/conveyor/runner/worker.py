@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from conveyor.digest import file_digest
 from conveyor.dispatch import Dispatcher
 from conveyor.errors import InsufficientStorage, LeaseLost, ProcessorError
+from conveyor.ingest.url_fetch import FetchLimits
 from conveyor.models import ErrorCode, JobError, JobState
 from conveyor.notify import JOBS
 from conveyor.processors.base import InputInfo, ProcessorLimits
@@ -33,6 +34,7 @@ from conveyor.processors.registry import BadOptions, Registry, UnknownPipeline
 from conveyor.runner.classify import classify
 from conveyor.runner.context import AttemptState, RunContext, sniff_file
 from conveyor.runner.retry import RetryPolicy
+from conveyor.runner.url_input import fetch_url_input
 from conveyor.settings import Settings
 from conveyor.storage import (
     BlockingStorage,
@@ -90,6 +92,7 @@ class Worker:
         self.registry: Registry = build_registry(settings.processors)
         self.policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s)
         self.limits = ProcessorLimits.from_settings(settings)
+        self.fetch_limits = FetchLimits.from_settings(settings)
         self.stopping = False
         self.work_root = settings.data_dir / "work"
         #: Non-zero when the worker stopped because the database could not be used.
@@ -209,6 +212,9 @@ class Worker:
         """Run the attempt's steps and commit; the job's state after it (None: lease lost)."""
         job = claim.job
         pipe = self.registry.pipeline(job.pipeline)  # UnknownPipeline: see _ended_by
+        if job.input_pending:
+            # A URL import: fetching the bytes is the first step (a retry fetches again).
+            job = fetch_url_input(self.storage, self.store, claim, self.fetch_limits)
         if self.storage.stat(job.input_key) is None:
             return self._fail(claim, JobError(ErrorCode.INPUT_MISSING,
                                               "the input file is missing", False))

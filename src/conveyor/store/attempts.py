@@ -238,6 +238,24 @@ class Attempts:
             event_log.append(tx, job_id, EventType.PROGRESS,
                              {"fraction": fraction, "message": message}, now)
 
+    def fill_input(self, job_id: str, token: str, filename: str, size: int, sha256: str,
+                   media_type: str, declared_type: str | None) -> None:
+        """Record a URL import's fetched input, with a progress event. Fenced by ``token``."""
+        now = time.time()
+        message = f"fetched {size} bytes"
+        with self.db.tx() as tx:
+            result = tx.execute(
+                update(jobs)
+                .where(*fenced(job_id, token))
+                .values(input_filename=filename, input_size=size, input_sha256=sha256,
+                        media_type=media_type, declared_type=declared_type,
+                        progress_message=message, updated_at=now)
+            )
+            if not result.rowcount:
+                raise LeaseLost(job_id)
+            event_log.append(tx, job_id, EventType.PROGRESS,
+                             {"fraction": 0.0, "message": message}, now)
+
     # -- ending ------------------------------------------------------------------------------
 
     def complete(

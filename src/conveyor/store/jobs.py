@@ -26,11 +26,18 @@ _NEW_JOB_COLUMNS = (
     "input_filename", "input_size", "input_sha256", "media_type", "declared_type", "parent_id",
     "webhook_url", "idempotency_key", "run_after", "created_at", "updated_at", "expires_at",
     "tenant_id",
+    "processor_version",
+    "input_url",
 )
 _INSERT_JOB = text(
     f"INSERT INTO jobs ({', '.join(_NEW_JOB_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _NEW_JOB_COLUMNS)}) RETURNING *"
 )
+
+#: Transaction-level advisory locks on storage keys (the two-int form: its key space is apart
+#: from the single-bigint locks in store/db.py, store/events.py and store/dispatching.py).
+_KEY_LOCKS = 0x52555345
+_LOCK_KEY = text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))")
 
 
 def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
@@ -57,6 +64,8 @@ def insert_job(tx: Tx, new: NewJob, now: float, retention_s: float) -> Any:
         "updated_at": now,
         "expires_at": now + retention_s,
         "tenant_id": new.tenant_id,
+        "processor_version": new.processor_version,
+        "input_url": new.input_url,
     }
     row = tx.execute(_INSERT_JOB, values).one()
     data: dict[str, Any] = {"pipeline": new.pipeline}
@@ -235,18 +244,17 @@ class Jobs:
             tx.made_runnable(job_id, now)
 
     def delete(self, job_id: str) -> builtins.list[str]:
-        """Tombstone the job (later reads answer 410); return the storage keys to remove."""
+        """Tombstone the job (later reads answer 410); return the storage keys to remove.
+
+        An artifact key that another job's row still names (a reused result) is not returned.
+        """
         now = time.time()
         with self.db.tx() as tx:
             input_key = tx.execute(select(jobs.c.input_key).where(jobs.c.id == job_id)).scalar()
             if input_key is None:
                 raise JobNotFound(job_id)
-            keys = [input_key]
-            keys += list(
-                tx.execute(select(artifacts.c.storage_key).where(artifacts.c.job_id == job_id))
-                .scalars()
-            )
-            tx.execute(delete(artifacts).where(artifacts.c.job_id == job_id))
+            # Tombstoned first: on PostgreSQL this waits for a reuse copying this job's rows
+            # (it holds the row), and a later one no longer finds the job (store/reuse.py).
             # A running attempt sees cancel_requested and a cleared token: it stops, and
             # none of its writes can land.
             tx.execute(
@@ -254,4 +262,19 @@ class Jobs:
                 .where(jobs.c.id == job_id)
                 .values(deleted_at=now, cancel_requested=True, lease_token=None, updated_at=now)
             )
-        return keys
+            own = list(
+                tx.execute(select(artifacts.c.storage_key).where(artifacts.c.job_id == job_id))
+                .scalars()
+            )
+            if self.db.pg:
+                # Two jobs sharing keys deleted at once would each see the other's rows and
+                # keep the keys for ever: deletes of the same keys take turns (sorted: no
+                # deadlock), so the second sees the first's rows gone. SQLite serialises writers.
+                for key in sorted(set(own)):
+                    tx.execute(_LOCK_KEY, {"space": _KEY_LOCKS, "key": key})
+            tx.execute(delete(artifacts).where(artifacts.c.job_id == job_id))
+            shared = set(
+                tx.execute(select(artifacts.c.storage_key).where(artifacts.c.storage_key.in_(own)))
+                .scalars()
+            ) if own else set()
+        return [input_key, *(key for key in own if key not in shared)]

@@ -60,6 +60,8 @@ class Job:
     expires_at: float
     deleted_at: float | None
     tenant_id: str = "default"
+    #: A URL import's source (None for uploads and child jobs).
+    input_url: str | None = None
     artifacts: list[Artifact] = field(default_factory=list)
     children: dict[str, int] | None = None
 
@@ -103,7 +105,13 @@ class Job:
             expires_at=m["expires_at"],
             deleted_at=m["deleted_at"],
             tenant_id=m["tenant_id"] if "tenant_id" in m else "default",
+            input_url=m.get("input_url"),
         )
+
+    @property
+    def input_pending(self) -> bool:
+        """A URL import whose bytes no worker has fetched yet."""
+        return self.input_url is not None and not self.input_sha256
 
 
 @dataclass(slots=True)
@@ -144,6 +152,10 @@ class NewJob:
     idempotency_key: str | None = None
     #: The owner; a child job takes its parent's.
     tenant_id: str = "default"
+    #: The pipeline's processor version(s) (``Registry.version``), recorded for ``reuse``.
+    processor_version: str | None = None
+    #: A URL import: the worker fetches the input from here (size and sha256 "" until then).
+    input_url: str | None = None
 
 
 @dataclass(slots=True)

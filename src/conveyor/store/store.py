@@ -10,6 +10,8 @@
     store.dispatching  broker messages sent, Celery worker nodes (scale-out)       (dispatching.py)
     store.tenants      tenants, their quotas and webhook secrets                   (tenants.py)
     store.keys         API keys (hashes only)                                      (tenants.py)
+    store.reuse        jobs made succeeded from an earlier job's result (reuse)    (reuse.py)
+    store.uploads      tus uploads: offsets, and the job made with the last byte  (uploads.py)
 
 State changes are single conditional writes (transitions.py). Each part shares one
 :class:`~conveyor.store.database.Database`: the engines, write transactions, and the after-commit
@@ -32,7 +34,9 @@ from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
 from conveyor.store.quotas import TenantQuotas
 from conveyor.store.records import Job
+from conveyor.store.reuse import Reuse
 from conveyor.store.tenants import Keys, Tenants
+from conveyor.store.uploads import Uploads
 
 
 class Store:
@@ -57,6 +61,8 @@ class Store:
         self.dispatching = Dispatching(self.db)
         self.tenants = Tenants(self.db)
         self.keys = Keys(self.db)
+        self.reuse = Reuse(self.db, self.jobs)
+        self.uploads = Uploads(self.db)
         self.quotas = TenantQuotas(self.db)
 
     @property

@@ -73,6 +73,11 @@ jobs = Table(
     Column("dispatches", Integer, nullable=False, server_default="0"),
     # Tenants (0003): the job's owner. The implicit tenant of an open server is ``default``.
     Column("tenant_id", String(64), nullable=False, server_default=DEFAULT_TENANT),
+    # Result reuse (0006): the pipeline's processor version(s) when the job was made.
+    Column("processor_version", String(1000)),
+    # URL import (0005): where a worker fetches the input from. Until it has, input_sha256 is
+    # "" (input_size 0, media_type application/octet-stream) and the API shows them as null.
+    Column("input_url", Text),
 )
 Index("ix_jobs_claim", jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_lease", jobs.c.state, jobs.c.lease_expires_at)
@@ -80,6 +85,7 @@ Index("ix_jobs_parent", jobs.c.parent_id)
 Index("ix_jobs_expires", jobs.c.expires_at)
 Index("ix_jobs_tenant", jobs.c.tenant_id, jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ux_jobs_idempotency", jobs.c.tenant_id, jobs.c.idempotency_key, unique=True)
+Index("ix_jobs_reuse", jobs.c.tenant_id, jobs.c.input_sha256)
 #: The fair claim's search (0007): a tenant's queued jobs in claim order.
 _QUEUED = text("state = 'queued' AND deleted_at IS NULL")
 Index("ix_jobs_runnable", jobs.c.tenant_id, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id,
@@ -96,6 +102,8 @@ artifacts = Table(
     Column("storage_key", String(400), nullable=False),
     Column("created_at", Float, nullable=False),
 )
+#: Reused results share storage keys (0006): a key is removed only when no row names it.
+Index("ix_artifacts_storage_key", artifacts.c.storage_key)
 
 events = Table(
     "events",
@@ -204,3 +212,23 @@ tenant_usage = Table(
     Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
     Column("bytes", BigInteger, nullable=False, server_default="0"),
 )
+
+#: tus uploads (0004): one row per ``/v1/uploads/{id}``. ``upload_offset`` is the durable offset
+#: (staged bytes past it, if any, were never acknowledged); ``job_id`` is chosen at creation
+#: and the job row is inserted in the transaction that sets ``state`` to ``done``.
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(64), nullable=False, server_default=DEFAULT_TENANT),
+    Column("state", String(16), nullable=False),  # receiving | done | terminated | expired
+    Column("length", BigInteger, nullable=False),
+    Column("upload_offset", BigInteger, nullable=False, server_default="0"),
+    Column("metadata", Text, nullable=False, server_default=""),  # Upload-Metadata as sent
+    Column("params", Text, nullable=False, server_default="{}"),  # the job's parameters (JSON)
+    Column("job_id", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_uploads_state", uploads.c.state, uploads.c.expires_at)

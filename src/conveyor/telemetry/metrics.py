@@ -36,6 +36,9 @@ UPLOAD_BYTES = Counter(
     "conveyor_upload_bytes", "Bytes of accepted uploads (the files, without multipart framing)."
 )
 UPLOADS_ACCEPTED = Counter("conveyor_uploads_accepted", "Uploads answered 202 (a job created).")
+URL_IMPORTS_ACCEPTED = Counter(
+    "conveyor_url_imports_accepted", "URL imports answered 202 (a job created, not yet fetched)."
+)
 UPLOADS_DISCONNECTED = Counter(
     "conveyor_uploads_disconnected", "Uploads whose client disconnected before the end."
 )
@@ -63,6 +66,10 @@ DOWNLOAD_BYTES = Counter("conveyor_download_bytes", "Bytes sent of inputs and ar
 EVENT_STREAMS_STALLED = Counter(
     "conveyor_event_streams_stalled",
     "Event streams dropped because the client did not read within the send time-out.",
+)
+JOBS_REUSED = Counter(
+    "conveyor_jobs_reused",
+    "Jobs created succeeded from an earlier identical job's result (reuse=true).",
 )
 UPLOADS_REFUSED_NO_ROOM = Counter(
     "conveyor_uploads_refused_no_room",

@@ -173,13 +173,19 @@ export function jobView(root, jobId) {
         h("span", { class: "muted small" }, job.error.retryable
           ? " (retryable)" : " (not retryable: retrying runs the same input again)"));
     }
+    // A URL import not fetched yet has no size, type or hash (null) and no bytes to download.
+    const pending = job.input.sha256 === null;
+    const waiting = () => h("span", { class: "muted" }, "not fetched yet");
     fill(inputBox,
-      dt("Name"), dd(h("a", { href: job.input.url, download: job.input.filename }, job.input.filename)),
-      dt("Size"), dd(`${formatBytes(job.input.size)} (${job.input.size.toLocaleString()} bytes)`),
-      dt("Type"), dd(job.input.media_type,
+      dt("Name"), dd(pending ? job.input.filename
+        : h("a", { href: job.input.url, download: job.input.filename }, job.input.filename)),
+      ...(job.input.source_url ? [dt("Source"), dd(h("code", {}, job.input.source_url))] : []),
+      dt("Size"), dd(pending ? waiting()
+        : `${formatBytes(job.input.size)} (${job.input.size.toLocaleString()} bytes)`),
+      dt("Type"), dd(pending ? waiting() : job.input.media_type,
         job.input.declared_type && job.input.declared_type !== job.input.media_type
           ? h("span", { class: "muted" }, ` (declared ${job.input.declared_type})`) : null),
-      dt("SHA-256"), dd(h("code", { class: "hash" }, job.input.sha256)));
+      dt("SHA-256"), dd(pending ? waiting() : h("code", { class: "hash" }, job.input.sha256)));
     renderOptions();
     sections.result.hidden = job.result === null || job.result === undefined;
     // Re-render only when the result changes: the views fetch previews of their own.

@@ -8,6 +8,7 @@ import {
 } from "./dom.js";
 import { onJobEvent, onStreamStatus, stateOf } from "./live.js";
 import { optionsForm } from "./schema_form.js";
+import { TUS_THRESHOLD, tusUpload } from "./tus_upload.js";
 
 const PARALLEL_UPLOADS = 2;
 const LAST_PIPELINE = "conveyor.pipeline";
@@ -229,14 +230,30 @@ function uploadItem(file, params, register, queue) {
     bar.classList.remove("bar-failed");
     fill(detail);
     fill(jobCell);
-    const up = uploadFile(file, params, (loaded, total) => {
+    const progress = (loaded, total) => {
       setProgress(bar, total ? loaded / total : 0, `${formatBytes(loaded)} of ${formatBytes(total)}`);
       status.textContent = loaded >= total ? "uploaded" : `${formatBytes(loaded)} of ${formatBytes(total)}`;
-    });
-    abort = up.abort;
-    const stop = h("button", { type: "button", class: "button button-quiet button-small",
-      onclick: () => abort && abort() }, "Stop");
-    jobCell.append(stop);
+    };
+    // Large files are resumable (tus): they can be paused and survive a server restart.
+    const resumable = file.size >= TUS_THRESHOLD && window.tus && window.tus.isSupported;
+    const up = resumable ? tusUpload(file, params, progress) : uploadFile(file, params, progress);
+    el.dataset.resumable = String(Boolean(resumable));
+    if (resumable) {
+      const toggle = h("button", { type: "button", class: "button button-quiet button-small",
+        dataset: { pause: "" } }, "Pause");
+      toggle.onclick = () => {
+        const pausing = toggle.textContent === "Pause";
+        if (pausing) up.pause(); else up.resume();
+        toggle.textContent = pausing ? "Resume" : "Pause";
+        status.textContent = pausing ? "paused" : "uploading";
+        el.dataset.state = pausing ? "paused" : "uploading";
+      };
+      jobCell.append(toggle);
+    } else {
+      abort = up.abort;
+      jobCell.append(h("button", { type: "button", class: "button button-quiet button-small",
+        onclick: () => abort && abort() }, "Stop"));
+    }
     try {
       const created = await up.promise;
       setProgress(bar, 1, "uploaded");

@@ -84,20 +84,24 @@ class AllowList:
 
     allow_all: bool = False
     networks: tuple[IPNetwork, ...] = ()
+    #: The setting that widens this list, named in refusals.
+    setting: str = "CONVEYOR_WEBHOOK_ALLOW_PRIVATE"
 
     @classmethod
-    def parse(cls, setting: str | bool | None) -> AllowList:
+    def parse(cls, setting: str | bool | None,
+              name: str = "CONVEYOR_WEBHOOK_ALLOW_PRIVATE") -> AllowList:
         """``true`` admits every address; ``"10.0.0.0/8,fd00::/8"`` admits those networks;
-        ``None``, ``""``, ``false`` admit none. Raises :class:`ValueError` on a bad CIDR."""
+        ``None``, ``""``, ``false`` admit none. Raises :class:`ValueError` on a bad CIDR.
+        ``name`` is the setting's name, for messages."""
         if setting is None or setting is False:
-            return cls()
+            return cls(setting=name)
         if setting is True:
-            return cls(allow_all=True)
+            return cls(allow_all=True, setting=name)
         text = setting.strip()
         if text.lower() in ("", "false"):
-            return cls()
+            return cls(setting=name)
         if text.lower() == "true":
-            return cls(allow_all=True)
+            return cls(allow_all=True, setting=name)
         networks: list[IPNetwork] = []
         for part in text.split(","):
             cidr = part.strip()
@@ -107,10 +111,10 @@ class AllowList:
                 networks.append(ipaddress.ip_network(cidr, strict=False))
             except ValueError as exc:
                 raise ValueError(
-                    f"CONVEYOR_WEBHOOK_ALLOW_PRIVATE: {cidr!r} is not a CIDR "
+                    f"{name}: {cidr!r} is not a CIDR "
                     "(use true, false or a comma-separated list such as 10.0.0.0/8)"
                 ) from exc
-        return cls(networks=tuple(networks))
+        return cls(networks=tuple(networks), setting=name)
 
     def admits(self, ip: IPAddress) -> bool:
         return self.allow_all or any(
@@ -227,8 +231,7 @@ def check_address(ip: IPAddress, allow: AllowList = NO_PRIVATE) -> IPAddress:
             detail = "" if form == ip else f" (embeds {form})"
             raise UnsafeUrl(
                 "address",
-                f"{ip}{detail} is not a public address; "
-                "set CONVEYOR_WEBHOOK_ALLOW_PRIVATE to allow it",
+                f"{ip}{detail} is not a public address; set {allow.setting} to allow it",
             )
     return ip
 
@@ -287,7 +290,7 @@ def check_url(
         raise UnsafeUrl("syntax", f"not a URL: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise UnsafeUrl("scheme", f"only http and https webhooks are allowed, not {scheme!r}")
+        raise UnsafeUrl("scheme", f"only http and https URLs are allowed, not {scheme!r}")
     if "@" in parts.netloc:
         raise UnsafeUrl("userinfo", "credentials in the URL (user@host) are not allowed")
 

@@ -7,7 +7,7 @@ tables in one statement except through a trigger; PostgreSQL's claim does it in 
 data-modifying CTE instead (``store/attempts.py``).
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0007"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,48 @@
+"""Fixtures of the tus tests: a server with small limits, and request helpers."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import Server, module_server
+
+LIMIT = 4 * 1024 * 1024
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+@pytest.fixture(scope="module")
+def tus_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for a module of tus request/response tests (upload limit 4 MiB)."""
+    yield from module_server(tmp_path_factory, "tus", CONVEYOR_WORKERS="1",
+                             CONVEYOR_MAX_UPLOAD_BYTES=str(LIMIT))
+
+
+def metadata(**pairs: str) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in pairs.items())
+
+
+def create(client: httpx.Client, length: int, **meta: str) -> str:
+    """POST /v1/uploads; the upload's path."""
+    headers = {**TUS, "Upload-Length": str(length)}
+    if meta:
+        headers["Upload-Metadata"] = metadata(**meta)
+    r = client.post("/v1/uploads", headers=headers)
+    assert r.status_code == 201, r.text
+    return r.headers["Location"]
+
+
+def patch(client: httpx.Client, path: str, offset: int, data: bytes,
+          **headers: str) -> httpx.Response:
+    return client.patch(path, content=data,
+                        headers={**OCTETS, "Upload-Offset": str(offset), **headers})
+
+
+def offset_of(client: httpx.Client, path: str) -> int:
+    r = client.head(path, headers=TUS)
+    assert r.status_code == 200, r.status_code
+    return int(r.headers["Upload-Offset"])
