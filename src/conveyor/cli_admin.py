@@ -167,7 +167,7 @@ def tenants_set_quota(
     requests_per_s: Annotated[str | None, typer.Option(help="Requests per second.")] = None,
 ) -> None:
     """Set some of a tenant's six quotas (`none` clears one); the others are kept. Takes
-    effect at once, without a restart."""
+    effect within a second on every server, without a restart."""
     given = {"max_queued": max_queued, "max_running": max_running,
              "max_upload_bytes": max_upload_bytes, "bytes_per_day": bytes_per_day,
              "storage_bytes": storage_bytes, "requests_per_s": requests_per_s}

@@ -18,6 +18,7 @@ exception type -> status, the stable ``code`` taken from the exception).
     │   │                           field_too_large, bad_request
     │   ├── UploadAborted       400 bad_request: the client went away mid-upload
     │   ├── TooLarge            413 too_large
+    │   │   └── UploadOverQuota 413 too_large: over the tenant's max_upload_bytes
     │   ├── NoFile              422 no_file: no file part, or no body at all
     │   └── BadParameter        422 bad_parameter: a parameter is unknown or out of range
     │       ├── InvalidOptions  422 bad_options: options are not a JSON object we take
@@ -38,6 +39,8 @@ exception type -> status, the stable ``code`` taken from the exception).
     ├── Forbidden               the key lacks the route's scope                   403 forbidden
     ├── TenantNotFound          no tenant (or API key) has that id               404 not_found
     ├── TenantConflict          the tenant exists already, or is deleted         409 conflict
+    ├── QuotaExceeded           over a tenant quota (RateLimit headers)  429 quota_exceeded
+    │   └── RateLimited         over the tenant's request rate           429 rate_limited
     ├── LeaseLost               a worker's lease token no longer matches (a newer attempt owns it)
     └── ClientError             the Python client got a problem+json answer
 
@@ -48,6 +51,7 @@ live in :mod:`conveyor.processors.registry` and are mapped by the same table.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import ClassVar
 
 
@@ -139,6 +143,14 @@ class TooLarge(UploadError):
     """The upload passed the size limit (nothing of it is kept)."""
 
     code = "too_large"
+
+
+class UploadOverQuota(TooLarge):
+    """The upload passed the tenant's ``max_upload_bytes`` (413: waiting does not help)."""
+
+    def __init__(self, message: str, *, limit: QuotaLimit) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class NoFile(UploadError):
@@ -266,6 +278,38 @@ class TenantConflict(ConveyorError):
     """The tenant exists already, or was deleted (its id is not reused)."""
 
     code = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimit:
+    """One tenant quota as the RateLimit headers describe it (draft-ietf-httpapi-ratelimit-
+    headers-11): the policy's name, its quota ``q``, the units left ``r``, the seconds until
+    they are back ``t``; ``window`` and ``unit`` (``request``, ``content-bytes``) are optional.
+    """
+
+    policy: str
+    quota: int
+    remaining: int
+    reset: int
+    window: int | None = None
+    unit: str | None = None
+
+
+class QuotaExceeded(ConveyorError):
+    """The tenant is over one of its quotas: nothing was kept; retry after ``retry_after``."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, limit: QuotaLimit) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = max(1, limit.reset)
+
+
+class RateLimited(QuotaExceeded):
+    """The tenant sent more requests per second than its ``requests_per_s`` allows."""
+
+    code = "rate_limited"
 
 
 class LeaseLost(ConveyorError):

@@ -18,6 +18,7 @@ from starlette.routing import Match, Mount
 
 from conveyor import errors
 from conveyor.processors.registry import BadOptions, UnknownPipeline
+from conveyor.quotas import headers as ratelimit
 
 PROBLEM = "application/problem+json"
 
@@ -58,6 +59,9 @@ CODES: dict[str, str] = {
     "too_many_connections": "too many concurrent connections from one client address",
     "insufficient_storage": "the server's disk (files or database) is full or below "
     "CONVEYOR_MIN_FREE_BYTES; nothing was kept: try again after Retry-After seconds",
+    "quota_exceeded": "the tenant is over a quota (max_queued, bytes_per_day, storage_bytes): "
+    "nothing was kept; the RateLimit headers say which, retry after Retry-After seconds",
+    "rate_limited": "the tenant sent more requests per second than its requests_per_s quota",
     "offset_mismatch": "tus: Upload-Offset is not the upload's current offset (HEAD it)",
     "checksum_mismatch": "tus: Upload-Checksum does not match the PATCH body; nothing was kept",
     "bad_checksum_algorithm": "tus: the Upload-Checksum algorithm is not sha256, sha1 or md5",
@@ -87,6 +91,7 @@ _TITLES = {
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
     507: "Insufficient Storage",
@@ -123,6 +128,7 @@ STATUS: dict[type[Exception], int] = {
     BadOptions: 422,
     errors.InsufficientStorage: 507,
     errors.StorageUnavailable: 503,
+    errors.QuotaExceeded: 429,
 }
 
 #: Codes of the mapped exceptions that do not carry one (the registry's are plain exceptions).
@@ -141,8 +147,12 @@ def status_of(exc: BaseException) -> int:
 
 
 def headers_of(exc: BaseException) -> dict[str, str] | None:
-    """Response headers a domain error asks for: its ``headers`` (``WWW-Authenticate`` of a
-    401), and ``Retry-After`` for one that is temporary (a full disk, a draining server)."""
+    """Response headers a domain error asks for: ``Retry-After`` for one that is temporary
+    (a full disk, a draining server), ``WWW-Authenticate`` for a 401; the RateLimit fields for
+    a quota (no ``Retry-After`` for a too-large upload: waiting does not help)."""
+    limit = getattr(exc, "limit", None)
+    if isinstance(limit, errors.QuotaLimit):
+        return ratelimit.headers(limit, retry_after=isinstance(exc, errors.QuotaExceeded))
     found: dict[str, str] = dict(getattr(exc, "headers", None) or {})
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=0.1, ge=0)
 
     max_upload_bytes: int = Field(default=10 * 1024**3, ge=0)
+    #: Where the ``requests_per_s`` quota counts requests (a ``limits`` storage URI):
+    #: ``memory://`` counts per server process (N processes let a tenant send up to N times
+    #: its rate); ``redis://host:6379`` counts once across every process that shares it.
+    rate_limit_storage: str = "memory://"
     #: Free bytes kept on the storage's and the database's disks: below it, /readyz is 503
     #: and uploads are refused with 507 (also when an upload's Content-Length would cross it).
     min_free_bytes: int = Field(default=64 * 1024**2, ge=0)

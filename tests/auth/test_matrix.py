@@ -121,6 +121,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/events"): Case(READ, 200, request=lambda w: {"params": {"after": "0"}},
                                 sse=True),
     ("GET", "/v1/pipelines"): Case(READ, 200),
+    ("GET", "/v1/tenant"): Case(READ, 200),
     ("OPTIONS", "/v1/uploads"): Case(WRITE, 204, request=_tus()),
     ("OPTIONS", "/v1/uploads/{upload_id}"): Case(WRITE, 204, _upload, request=_tus(),
                                                  anonymous_path=True),

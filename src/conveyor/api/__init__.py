@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -24,10 +24,12 @@ from conveyor.api.events import router as events_router
 from conveyor.api.head import HeadAsGet
 from conveyor.api.hub import EventHub
 from conveyor.api.maintenance import retention_loop, startup_sweep, sweep_grace
+from conveyor.api.quotas import limit_rate
 from conveyor.api.requestlog import ConveyorApp
 from conveyor.api.routes_admin import router as admin_router
 from conveyor.api.routes_jobs import router as jobs_router
 from conveyor.api.routes_system import router as system_router
+from conveyor.api.routes_tenant import router as tenant_router
 from conveyor.api.routes_uploads import router as uploads_router
 from conveyor.api.services import Services
 from conveyor.api.tus_headers import TusHeaders
@@ -147,10 +149,13 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
             CORSMiddleware, allow_origins=settings.cors_origins,
             allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["*"], expose_headers=list(EXPOSED), max_age=600)
-    app.include_router(jobs_router)
-    app.include_router(uploads_router)
-    app.include_router(downloads_router)
-    app.include_router(events_router)
+    # Every tenant route counts against the tenant's requests_per_s (not /healthz, /readyz).
+    rate = [Depends(limit_rate)]
+    app.include_router(jobs_router, dependencies=rate)
+    app.include_router(uploads_router, dependencies=rate)
+    app.include_router(downloads_router, dependencies=rate)
+    app.include_router(events_router, dependencies=rate)
+    app.include_router(tenant_router, dependencies=rate)
     app.include_router(system_router)
     app.include_router(admin_router)
 

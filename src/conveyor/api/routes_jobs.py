@@ -53,7 +53,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     s: problem_schema() for s in (400, 401, 403, 404, 409, 410, 413, 422)
 }
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS, 503: problem_schema(), 507: problem_schema()}
+    **_ERRORS, 429: problem_schema(), 503: problem_schema(), 507: problem_schema()}
 
 def _validate(svc: Services, params: JobParams) -> tuple[str, Any]:
     return params.pipeline, svc.registry.validate(params.pipeline, params.options)
@@ -180,6 +180,13 @@ async def _create(request: Request, svc: Services, tenant: str,
     await check_room(svc, int(length) if length else 0)
     content_type = request.headers.get("content-type", "application/octet-stream")
     multipart = content_type.lower().startswith("multipart/form-data")
+    # The tenant's quotas, from the headers: a job slot, and Content-Length against the byte
+    # quotas; the body is then read against what is left of them (budget). A replay of an
+    # Idempotency-Key creates nothing: it is not refused for a full quota.
+    budget = None
+    if previous is None:
+        budget = await svc.quotas.admit_upload(tenant, int(length) if length else None,
+                                               multipart)
     query = dict(request.query_params)
     params: JobParams | None = None
     early = _EarlyCheck(svc)
@@ -202,9 +209,10 @@ async def _create(request: Request, svc: Services, tenant: str,
         try:
             if multipart:
                 got = await receive_multipart(request.stream(), content_type, writer,
-                                              settings.max_upload_bytes, early)
+                                              settings.max_upload_bytes, early, budget)
             else:
-                got = await receive_raw(request.stream(), writer, settings.max_upload_bytes)
+                got = await receive_raw(request.stream(), writer, settings.max_upload_bytes,
+                                        budget)
                 got.filename = query.get("filename") or parse_content_disposition_filename(
                     request.headers.get("content-disposition")
                 )

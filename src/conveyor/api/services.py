@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from conveyor.api.drain import Drain
+from conveyor.api.quotas import QuotaGate
 from conveyor.auth import Caller
 from conveyor.errors import JobGone, JobNotFound
 from conveyor.processors.registry import Registry
+from conveyor.quotas.rate import RequestRate
 from conveyor.settings import Settings
 from conveyor.storage import Storage
 from conveyor.store import Job, Store, tombstoned_or_expired
@@ -39,9 +41,12 @@ class Services:
     uploading: set[tuple[str, str]] = field(default_factory=set)
     #: Batches the job rows of concurrent uploads into shared transactions.
     commits: GroupCommit = field(init=False)
+    #: Quota cache and request-rate limiter (per process).
+    quotas: QuotaGate = field(init=False)
 
     def __post_init__(self) -> None:
         self.commits = GroupCommit(self.store.jobs)
+        self.quotas = QuotaGate(self.store, RequestRate(self.settings.rate_limit_storage))
 
     def load_job(self, job_id: str, caller: Caller | None = None) -> Job:
         """The job, or :class:`JobNotFound` / :class:`JobGone` (404 / 410 at the edge).

@@ -18,6 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from conveyor.errors import MalformedBody, NoFile, TooLarge
 from conveyor.processors.sniff import SNIFF_BYTES
+from conveyor.quotas.policy import Budget
 from conveyor.storage import Writer
 
 MAX_FIELDS = 1000
@@ -43,10 +44,11 @@ class Received:
 
 
 class _Sink:
-    def __init__(self, writer: Writer, limit: int) -> None:
+    def __init__(self, writer: Writer, limit: int, budget: Budget | None = None) -> None:
         self.writer = writer
         self.pending = bytearray()
         self.limit = limit
+        self.budget = budget
         self.digest = hashlib.sha256()
         self.size = 0
         self.head = bytearray()
@@ -55,6 +57,9 @@ class _Sink:
         self.size += len(data)
         if self.size > self.limit:
             raise TooLarge(f"the upload is larger than {self.limit} bytes")
+        if self.budget is not None and self.size > self.budget.size:
+            # A tenant's byte quota crossed mid-stream: stop reading; the caller aborts.
+            raise self.budget.refuse()
         if len(self.head) < SNIFF_BYTES:
             self.head += data[: SNIFF_BYTES - len(self.head)]
         self.digest.update(data)
@@ -68,9 +73,11 @@ class _Sink:
             await self.writer.write(data)
 
 
-async def receive_raw(stream: AsyncIterator[bytes], writer: Writer, limit: int) -> Received:
-    """Write a raw body (the file itself) into ``writer``, hashing and counting it."""
-    sink = _Sink(writer, limit)
+async def receive_raw(stream: AsyncIterator[bytes], writer: Writer, limit: int,
+                      budget: Budget | None = None) -> Received:
+    """Write a raw body (the file itself) into ``writer``, hashing and counting it; past
+    ``limit`` bytes it raises TooLarge, past ``budget`` (a tenant's quota) its refusal."""
+    sink = _Sink(writer, limit, budget)
     async for chunk in stream:
         if chunk:
             sink.write(chunk)
@@ -82,8 +89,8 @@ async def receive_raw(stream: AsyncIterator[bytes], writer: Writer, limit: int) 
 class _MultipartState:
     """Callbacks for python-multipart: what part we are in and where its bytes go."""
 
-    def __init__(self, writer: Writer, limit: int) -> None:
-        self.sink = _Sink(writer, limit)
+    def __init__(self, writer: Writer, limit: int, budget: Budget | None) -> None:
+        self.sink = _Sink(writer, limit, budget)
         self.fields: dict[str, str] = {}
         self.parts = 0
         self.header_field = bytearray()
@@ -174,14 +181,14 @@ class _MultipartState:
 
 async def receive_multipart(
     stream: AsyncIterator[bytes], content_type: str, writer: Writer, limit: int,
-    check: FieldCheck | None = None,
+    check: FieldCheck | None = None, budget: Budget | None = None,
 ) -> Received:
     """Parse a multipart body, the file part into ``temp``; ``check`` sees text parts early."""
     _ctype, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 200:
         raise MalformedBody("multipart/form-data needs a boundary (<= 200 bytes)")
-    state = _MultipartState(writer, limit)
+    state = _MultipartState(writer, limit, budget)
     callbacks = {
         "on_part_begin": state.on_part_begin,
         "on_part_data": state.on_part_data,

@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import insert, select, text, update
@@ -34,28 +34,91 @@ from conveyor.store.transitions import (
 # The hot statements, written out once. The claim is a single statement: on SQLite the write
 # lock makes it atomic; on PostgreSQL, SKIP LOCKED in a materialised CTE (which runs once,
 # where "id IN (SELECT ... LIMIT 1)" may be re-planned as a join that claims several rows).
+#
+# Fair scheduling: the claim takes the next job of the tenant whose last claim is the oldest
+# among tenants with a runnable job and a free ``max_running`` slot (round-robin), then by
+# priority and age within that tenant (ix_jobs_tenant). ``tenants.last_claimed_at`` moves in
+# the same statement: a CTE on PostgreSQL, the trigger ``trg_jobs_claimed`` on SQLite (0007),
+# which cannot write two tables in one statement otherwise. Both searches use the partial
+# index ix_jobs_runnable (queued, not deleted; in claim order per tenant), so the claim costs
+# the same with 10 or 10,000 queued jobs.
 _RUNNABLE = "state = 'queued' AND run_after <= :now AND deleted_at IS NULL"
-_PICK = f"SELECT id FROM jobs WHERE {_RUNNABLE} ORDER BY priority DESC, created_at, id LIMIT 1"
+_HAS_ROOM = """(t.max_running IS NULL OR t.max_running >
+    (SELECT count(*) FROM jobs r WHERE r.tenant_id = t.id AND r.state = 'running'))"""
+# "(SELECT ... ORDER BY ... LIMIT 1) IS NOT NULL", not EXISTS: PostgreSQL may turn an EXISTS
+# into a hash semi-join over every queued job, or a LIMIT without the index's order into a
+# sequential scan; this stays one probe of ix_jobs_runnable per tenant.
+_NEXT_TENANT = f"""SELECT t.id FROM tenants t
+    WHERE (SELECT 1 FROM jobs q WHERE q.tenant_id = t.id AND q.state = 'queued'
+           AND q.deleted_at IS NULL AND q.run_after <= :now
+           ORDER BY q.priority DESC, q.created_at, q.id LIMIT 1) IS NOT NULL
+    AND {_HAS_ROOM}
+    ORDER BY t.last_claimed_at, t.id LIMIT 1"""
+_PICK = (f"SELECT id, tenant_id FROM jobs WHERE tenant_id = ({_NEXT_TENANT}) "
+         "AND state = 'queued' AND deleted_at IS NULL AND run_after <= :now "
+         "ORDER BY priority DESC, created_at, id LIMIT 1")
+#: The claim before fair scheduling: the most urgent job whatever its tenant (the benchmark's
+#: baseline).
+_PICK_GLOBAL = (f"SELECT id FROM jobs WHERE {_RUNNABLE} "
+                "ORDER BY priority DESC, created_at, id LIMIT 1")
 _CLAIM_SET = """SET state = 'running', attempts = attempts + 1, lease_token = :token,
     lease_expires_at = :lease, worker_id = :worker, started_at = :now, updated_at = :now,
     progress_fraction = 0, progress_message = NULL"""
 _CLAIM_NEXT_SQLITE = text(
-    f"UPDATE jobs {_CLAIM_SET} WHERE id = ({_PICK}) AND state = 'queued' RETURNING *"
+    f"UPDATE jobs {_CLAIM_SET} WHERE id = (SELECT id FROM ({_PICK})) AND state = 'queued' "
+    "RETURNING *"
 )
+# On PostgreSQL two claims may read the same running count (each statement's snapshot misses
+# the other's uncommitted claim): the tenant row that ``bumped`` locks until the commit
+# serialises them, and a tenant with max_running is counted again after the statement
+# (:meth:`Attempts._over_limit`), which then sees every earlier claim.
+_BUMPED = ("bumped AS (UPDATE tenants SET last_claimed_at = :now FROM {src} "
+           "WHERE tenants.id = {src}.tenant_id RETURNING tenants.max_running)")
 _CLAIM_NEXT_PG = text(
-    f"WITH chosen AS MATERIALIZED ({_PICK} FOR UPDATE SKIP LOCKED) "
+    f"WITH chosen AS MATERIALIZED ({_PICK} FOR UPDATE SKIP LOCKED), "
+    f"claimed AS (UPDATE jobs {_CLAIM_SET} FROM chosen WHERE jobs.id = chosen.id "
+    "AND jobs.state = 'queued' RETURNING jobs.*), "
+    f"{_BUMPED.format(src='claimed')} "
+    "SELECT claimed.*, (SELECT max_running FROM bumped) AS tenant_max_running FROM claimed"
+)
+_GLOBAL_SQLITE = text(
+    f"UPDATE jobs {_CLAIM_SET} WHERE id = ({_PICK_GLOBAL}) AND state = 'queued' RETURNING *"
+)
+_GLOBAL_PG = text(
+    f"WITH chosen AS MATERIALIZED ({_PICK_GLOBAL} FOR UPDATE SKIP LOCKED) "
     f"UPDATE jobs {_CLAIM_SET} FROM chosen WHERE jobs.id = chosen.id "
     "AND jobs.state = 'queued' RETURNING jobs.*"
 )
-# A given job (a Celery task carries its id): exactly that row, or nothing.
-_CLAIM_ONE = text(f"UPDATE jobs {_CLAIM_SET} WHERE id = :id AND {_RUNNABLE} RETURNING *")
+# A given job (a Celery task carries its id): exactly that row, or nothing; nothing either while
+# its tenant is at max_running.
+_ONE_ROOM = f"""NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = jobs.tenant_id
+    AND NOT {_HAS_ROOM})"""
+_CLAIM_ONE_SQLITE = text(
+    f"UPDATE jobs {_CLAIM_SET} WHERE id = :id AND {_RUNNABLE} AND {_ONE_ROOM} RETURNING *"
+)
+_CLAIM_ONE_PG = text(
+    f"WITH claimed AS (UPDATE jobs {_CLAIM_SET} WHERE id = :id AND {_RUNNABLE} AND {_ONE_ROOM} "
+    "RETURNING *), "
+    f"{_BUMPED.format(src='claimed')} "
+    "SELECT claimed.*, (SELECT max_running FROM bumped) AS tenant_max_running FROM claimed"
+)
+_RUNNING = text("SELECT count(*) FROM jobs WHERE tenant_id = :t AND state = 'running'")
+#: A due job the claim above refused (its tenant is at max_running) is due again a moment
+#: later, so the reconciler sends it again (its message now predates run_after).
+_DEFER = text(f"UPDATE jobs SET run_after = :later, updated_at = :now WHERE id = :id "
+              f"AND {_RUNNABLE}")
+DEFER_S = 1.0
 _SUCCEED = text(
     """UPDATE jobs SET state = 'succeeded', result = :result, progress_fraction = 1,
     finished_at = :now, updated_at = :now, lease_expires_at = NULL, error_code = NULL,
     error_message = NULL, error_retryable = NULL
     WHERE id = :id AND lease_token = :token AND state = 'running' AND NOT cancel_requested
-    RETURNING webhook_url"""
+    RETURNING webhook_url, tenant_id"""
 )
+
+
+class _OverLimit(Exception):
+    """A PostgreSQL claim that found its tenant over max_running once serialised."""
 
 
 @dataclass(slots=True)
@@ -71,14 +134,42 @@ class Attempts:
     # -- claiming ----------------------------------------------------------------------------
 
     def claim_next(self, worker_id: str, lease_s: float) -> Claim | None:
-        """Claim the most urgent runnable job in one atomic statement."""
-        return self._claim(_CLAIM_NEXT_PG if self.db.pg else _CLAIM_NEXT_SQLITE, {},
-                           worker_id, lease_s)
+        """Claim the next runnable job in one atomic statement: round-robin across tenants
+        with room under ``max_running``, then by priority, then age."""
+        stmt = _CLAIM_NEXT_PG if self.db.pg else _CLAIM_NEXT_SQLITE
+        try:
+            return self._claim(stmt, {}, worker_id, lease_s)
+        except _OverLimit:
+            # Another claim took the tenant's last slot first; the next pick skips it.
+            try:
+                return self._claim(stmt, {}, worker_id, lease_s)
+            except _OverLimit:
+                return None
+
+    def claim_next_global(self, worker_id: str, lease_s: float) -> Claim | None:
+        """The claim before fair scheduling (priority, then age, whatever the tenant): only
+        the engine benchmark uses it, to compare."""
+        return self._claim(_GLOBAL_PG if self.db.pg else _GLOBAL_SQLITE, {}, worker_id,
+                           lease_s)
 
     def claim(self, job_id: str, worker_id: str, lease_s: float) -> Claim | None:
         """Claim exactly ``job_id`` if it is runnable now; None for a job that is running,
-        finished, cancelled, deleted or not due yet (a duplicate or early message)."""
-        return self._claim(_CLAIM_ONE, {"id": job_id}, worker_id, lease_s)
+        finished, cancelled, deleted or not due yet (a duplicate or early message).
+
+        None too while the job's tenant is at ``max_running``: the job stays queued, due
+        again :data:`DEFER_S` later, and the reconciler sends its message again then.
+        """
+        try:
+            claimed = self._claim(_CLAIM_ONE_PG if self.db.pg else _CLAIM_ONE_SQLITE,
+                                  {"id": job_id}, worker_id, lease_s)
+        except _OverLimit:
+            claimed = None
+        if claimed is None:
+            now = time.time()
+            with self.db.tx() as tx:
+                # Matches only a job still queued and due: then its tenant had no room.
+                tx.execute(_DEFER, {"id": job_id, "now": now, "later": now + DEFER_S})
+        return claimed
 
     def _claim(self, stmt: Any, params: dict[str, Any], worker_id: str,
                lease_s: float) -> Claim | None:
@@ -91,6 +182,8 @@ class Attempts:
             row = tx.execute(stmt, params).one_or_none()
             if row is None:
                 return None
+            if self._over_limit(tx, row):
+                raise _OverLimit  # rolls the claim back
             job = Job.from_row(row)
             # Only looked up when transitions are logged: it costs a read per claim.
             request_id = (event_log.origin(tx, job.id)
@@ -98,6 +191,16 @@ class Attempts:
             event_log.append(tx, job.id, EventType.STARTED,
                              {"attempt": job.attempts, "worker": worker_id}, now, request_id)
         return Claim(job=job, token=token, attempt=job.attempts, request_id=request_id)
+
+    @staticmethod
+    def _over_limit(tx: Tx, row: Any) -> bool:
+        """PostgreSQL: whether this claim put its tenant over max_running (a concurrent claim
+        of the same tenant committed first). SQLite's write lock already excludes that."""
+        limit = row._mapping.get("tenant_max_running") if tx.pg else None
+        if limit is None:
+            return False
+        running = tx.execute(_RUNNING, {"t": row._mapping["tenant_id"]}).scalar_one()
+        return bool(running > limit)
 
     # -- while running -----------------------------------------------------------------------
 
@@ -189,7 +292,10 @@ class Attempts:
                       "created_at": now} for a in produced],
                 )
             for child in children:
-                insert_job(tx, child, now, self.db.retention_s)
+                # A child belongs to its parent's tenant. No quota refuses it (the parent was
+                # accepted and has run); its input counts in the tenant's storage_bytes.
+                insert_job(tx, replace(child, tenant_id=done._mapping["tenant_id"]), now,
+                           self.db.retention_s)
             announce_end(tx, job_id, JobState.SUCCEEDED, {"result": result}, now,
                          webhook_url=done[0], default_webhook_url=self.db.default_webhook_url)
         return JobState.SUCCEEDED

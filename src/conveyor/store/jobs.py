@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from conveyor.errors import JobConflict, JobNotFound
+from conveyor.errors import JobConflict, JobNotFound, QuotaExceeded, UploadOverQuota
 from conveyor.models import EventType, JobState
 from conveyor.store import events as event_log
 from conveyor.store.database import Database, Tx, dumps
+from conveyor.store.quotas import reserve
 from conveyor.store.records import Artifact, Job, NewJob
 from conveyor.store.tables import artifacts, jobs
 from conveyor.store.transitions import announce_end, move
@@ -110,7 +111,11 @@ class Jobs:
         self.db = db
 
     def create(self, new: NewJob) -> tuple[Job, bool]:
-        """Insert a queued job. Returns (job, created); an existing Idempotency-Key wins."""
+        """Insert a queued job. Returns (job, created); an existing Idempotency-Key wins.
+
+        The tenant's upload quotas are checked and its bytes counted in the same transaction
+        (:func:`~conveyor.store.quotas.reserve`): over a quota, nothing is inserted.
+        """
         return self._create_one(new, None)
 
     def create_many(
@@ -119,10 +124,11 @@ class Jobs:
         """Group commit: insert ``batch`` (new job, request id) in one transaction.
 
         One result per member, in order: (job, created) as :meth:`create` returns it, or the
-        member's own error. A member whose Idempotency-Key is taken (inserted in a savepoint)
-        gets the existing job and does not fail the others. An error of the transaction as a
-        whole (a full disk, a failed commit) propagates; any other failure of one member's
-        insert makes every member run alone, so that each gets its own outcome.
+        member's own error. Each member is reserved against its tenant's quotas and inserted in
+        a savepoint: one over a quota gets its own ``QuotaExceeded``, one whose Idempotency-Key
+        is taken gets the existing job, and neither fails the others. An error of the
+        transaction as a whole (a full disk, a failed commit) propagates; any other failure of
+        one member's insert makes every member run alone, so that each gets its own outcome.
         """
         try:
             results = self._insert_together(batch)
@@ -145,28 +151,30 @@ class Jobs:
         self, batch: Sequence[tuple[NewJob, str | None]],
     ) -> builtins.list[tuple[Job, bool] | Exception]:
         now = time.time()
-        results: builtins.list[tuple[Job, bool] | Exception] = []
+        results: builtins.list[tuple[Job, bool] | Exception | None] = [None] * len(batch)
+        # Tenants in one order in every batch: on PostgreSQL, reserve() locks each tenant's row.
+        order = sorted(range(len(batch)), key=lambda i: batch[i][0].tenant_id)
         with self.db.tx() as tx:
-            for new, request_id in batch:
-                if new.idempotency_key is None:  # a fresh id and no key: nothing can collide
-                    row = insert_job(tx, new, now, self.db.retention_s, request_id)
-                    results.append((Job.from_row(row), True))
-                    continue
+            for i in order:
+                new, request_id = batch[i]
                 mark = tx.mark()
                 try:
                     with tx.conn.begin_nested():
+                        reserve(tx, new.tenant_id, new.input_size, now)
                         row = insert_job(tx, new, now, self.db.retention_s, request_id)
-                except IntegrityError as exc:
+                except (IntegrityError, QuotaExceeded, UploadOverQuota) as exc:
                     tx.forget_since(mark)
-                    results.append(exc)
+                    results[i] = exc
                 else:
-                    results.append((Job.from_row(row), True))
-        return results
+                    results[i] = (Job.from_row(row), True)
+        return [r for r in results if r is not None]
 
     def _create_one(self, new: NewJob, request_id: str | None) -> tuple[Job, bool]:
         try:
             with self.db.tx() as tx:
-                row = insert_job(tx, new, time.time(), self.db.retention_s, request_id)
+                now = time.time()
+                reserve(tx, new.tenant_id, new.input_size, now)
+                row = insert_job(tx, new, now, self.db.retention_s, request_id)
         except IntegrityError:
             existing = (self.by_idempotency_key(new.tenant_id, new.idempotency_key)
                         if new.idempotency_key is not None else None)

@@ -32,6 +32,7 @@ from conveyor.store.events import EventLog
 from conveyor.store.jobs import Jobs
 from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
+from conveyor.store.quotas import TenantQuotas
 from conveyor.store.records import Job
 from conveyor.store.reuse import Reuse
 from conveyor.store.tenants import Keys, Tenants
@@ -62,6 +63,7 @@ class Store:
         self.keys = Keys(self.db)
         self.reuse = Reuse(self.db, self.jobs)
         self.uploads = Uploads(self.db)
+        self.quotas = TenantQuotas(self.db)
 
     @property
     def pg(self) -> bool:

@@ -86,6 +86,10 @@ Index("ix_jobs_expires", jobs.c.expires_at)
 Index("ix_jobs_tenant", jobs.c.tenant_id, jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ux_jobs_idempotency", jobs.c.tenant_id, jobs.c.idempotency_key, unique=True)
 Index("ix_jobs_reuse", jobs.c.tenant_id, jobs.c.input_sha256)
+#: The fair claim's search (0007): a tenant's queued jobs in claim order.
+_QUEUED = text("state = 'queued' AND deleted_at IS NULL")
+Index("ix_jobs_runnable", jobs.c.tenant_id, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id,
+      sqlite_where=_QUEUED, postgresql_where=_QUEUED)
 
 artifacts = Table(
     "artifacts",

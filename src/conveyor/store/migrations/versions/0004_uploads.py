@@ -1,7 +1,7 @@
 """tus uploads: one row per /v1/uploads/{id} (offset, job parameters, the job made at the end).
 
 Revision ID: 0004
-Revises: 0006
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0006"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
