@@ -8,6 +8,7 @@ quotas are set with SQL, as another process (``conveyor tenants set-quota``) wou
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -275,3 +276,28 @@ def test_two_server_processes_share_the_quotas(server_factory: Callable[..., Ser
             range(N)))
     if time.monotonic() - started < 10:
         assert codes.count(200) == 1
+
+
+def test_tus_uploads_are_checked_at_creation_and_counted_at_the_last_byte(
+        serve: Callable[..., Server], db: Engine) -> None:
+    srv = serve()
+    tus = {"Tus-Resumable": "1.0.0"}
+    set_quota(db, max_upload_bytes=1000, bytes_per_day=1500, max_queued=1)
+    # Upload-Length over a quota: refused at creation, before any byte; no upload is made.
+    over = httpx.post(srv.url + "/v1/uploads", headers={**tus, "Upload-Length": "5000"})
+    assert_refused(over, 413, "too_large", "max_upload_bytes")
+    assert scalar(db, "SELECT count(*) FROM uploads") == 0
+    # Within them: made; its last byte makes the job and counts its bytes for the day.
+    made = httpx.post(srv.url + "/v1/uploads", headers={
+        **tus, "Upload-Length": "800", "Content-Type": "application/offset+octet-stream",
+        "Upload-Metadata": "pipeline " + base64.b64encode(b"noop").decode()},
+        content=b"t" * 800)
+    assert made.status_code == 201, made.text
+    assert made.headers["upload-offset"] == "800"
+    assert scalar(db, "SELECT count(*) FROM jobs") == 1
+    assert scalar(db, "SELECT sum(bytes) FROM tenant_usage WHERE tenant_id = 'default'") == 800
+    # Now max_queued (1 queued job, no workers) and bytes_per_day (800 + 800 > 1500) refuse.
+    again = httpx.post(srv.url + "/v1/uploads", headers={**tus, "Upload-Length": "800"})
+    assert again.status_code == 429 and again.json()["code"] == "quota_exceeded", again.text
+    assert int(again.headers["retry-after"]) >= 1
+    assert scalar(db, "SELECT count(*) FROM uploads") == 1

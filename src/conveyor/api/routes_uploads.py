@@ -145,6 +145,9 @@ async def create_upload(request: Request, svc: Svc, uploads: Tus, caller: CanWri
     length = protocol.parse_int("Upload-Length", request.headers.get("upload-length"))
     if length > svc.settings.max_upload_bytes:
         raise TooLarge(f"Upload-Length is over Tus-Max-Size ({svc.settings.max_upload_bytes})")
+    # The tenant's quotas (max_queued, max_upload_bytes, bytes_per_day, storage_bytes) against
+    # Upload-Length, before any byte: 429 quota_exceeded / 413 too_large.
+    await svc.quotas.admit_upload(caller.tenant_id, length, multipart=False)
     with_body = _has_body(request)
     checksum = None
     if with_body:

@@ -65,18 +65,19 @@ def read_usage(conn: Connection, tenant: str, now: float, need: Quotas | None = 
     return Usage(queued=queued, running=running, bytes_today=today, storage_bytes=stored)
 
 
-def reserve(tx: Tx, tenant: str, size: int, now: float) -> None:
+def reserve(tx: Tx, tenant: str, size: int, now: float, *, check: bool = True) -> None:
     """Check the tenant's upload quotas for one more job of ``size`` bytes and count the bytes.
 
     Raises :class:`~conveyor.errors.QuotaExceeded` (or ``UploadOverQuota``); the caller's
-    transaction then rolls back and nothing is kept.
+    transaction then rolls back and nothing is kept. ``check=False`` only counts: a tus
+    upload was checked when it was created, and its last byte always makes its job.
     """
     row = tx.execute(_QUOTAS, {"t": tenant}).first()
     if row is None:
         # A tenant the claim must see (it picks tenants from this table).
         tx.execute(_ENSURE, {"t": tenant, "now": now})
     quotas = _quotas(row)
-    if quotas.limits_uploads:
+    if check and quotas.limits_uploads:
         if tx.pg:
             # Serialises this tenant's reservations across connections and processes; the
             # counts below are read after the lock, so they include every earlier commit.

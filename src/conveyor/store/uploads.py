@@ -17,6 +17,7 @@ from sqlalchemy import delete, insert, select, update
 
 from conveyor.store.database import Database, dumps
 from conveyor.store.jobs import insert_job
+from conveyor.store.quotas import reserve
 from conveyor.store.records import NewJob
 from conveyor.store.tables import uploads
 
@@ -92,6 +93,8 @@ class Uploads:
             ).rowcount
             if not moved:
                 return False
+            # Checked against the tenant's quotas at creation; here only counted.
+            reserve(tx, new_job.tenant_id, new_job.input_size, now, check=False)
             insert_job(tx, new_job, now, self.db.retention_s)
         return True
 
