@@ -6,6 +6,10 @@ loopback literal, which the server's SSRF guard refuses at once (422 bad_webhook
 lookup and no connection; so is a URL import's ``url`` (422 url_forbidden). Any other value
 (not http/https, empty, not a string) is left alone: the server refuses it on its form. Webhooks
 and URL imports have their own tests (tests/webhooks, tests/api/test_url_import.py).
+
+The admin routes that change a tenant (quotas, deletion) are fuzzed on another tenant than
+``default``, the open server's own: a generated ``max_upload_bytes: 0`` on it would make every
+later upload of the run a (correct) 413. Quotas have their own tests (tests/api/test_quotas.py).
 """
 
 from __future__ import annotations
@@ -33,10 +37,19 @@ def _tame(values: Any) -> Any:
     return values
 
 
+#: The tenant the fuzzer's quota and deletion requests change instead of ``default``.
+OTHER_TENANT = "fuzz-other"
+
+
 @schemathesis.hook
 def map_case(context: HookContext, case: Case) -> Case:
-    """Replace http(s) webhook URLs of generated uploads; other operations are left alone."""
+    """Replace http(s) webhook URLs of generated uploads, and keep tenant changes off the open
+    server's own tenant; other operations are left alone."""
     operation = case.operation
+    if (operation.method.upper() in ("PATCH", "DELETE")
+            and operation.path == "/v1/tenants/{tenant_id}"
+            and (case.path_parameters or {}).get("tenant_id") == "default"):
+        case.path_parameters = {**(case.path_parameters or {}), "tenant_id": OTHER_TENANT}
     if operation.method.upper() == "POST" and operation.path == "/v1/jobs":
         # Assign only on a change: an assignment marks the component for revalidation.
         query, body = _tame(case.query), _tame(case.body)
