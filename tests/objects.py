@@ -91,7 +91,10 @@ def s3_keys(moto: Moto, prefix: str, under: str = "") -> dict[str, bytes]:
     for page in client.get_paginator("list_objects_v2").paginate(
             Bucket=BUCKET, Prefix=f"{prefix}/{under}"):
         for obj in page.get("Contents", []):
-            body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+            try:
+                body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+            except client.exceptions.NoSuchKey:
+                continue  # removed (by a sweep the test waits for) between the list and the read
             found[obj["Key"].removeprefix(f"{prefix}/")] = body
     return found
 
