@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import signal
+import sys
 from types import FrameType
 from typing import Annotated, Any
 
@@ -100,7 +102,12 @@ def _check_storage(settings: Settings) -> None:
         asyncio.run(from_url(settings).ping())  # a throw-away client: the app makes its own
     except (StorageError, OSError, ValueError) as exc:
         typer.echo(f"error: storage {settings.storage_url or 'file://'}: {exc}", err=True)
-        raise typer.Exit(2) from None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # The object store's client runtime (obstore, Rust) may still have threads that call
+        # into Python; finalising the interpreter under them can abort (SIGABRT) instead of
+        # exiting 2. Nothing else is open yet: leave at once.
+        os._exit(2)
 
 
 @app.command()
