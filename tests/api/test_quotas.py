@@ -238,10 +238,9 @@ def test_get_tenant_shows_quotas_and_usage(serve: Callable[..., Server], db: Eng
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # processes share PostgreSQL
 def test_two_server_processes_share_the_quotas(server_factory: Callable[..., Server],
                                                db_url: str, db: Engine) -> None:  # noqa: F811
-    if not db_url.startswith("postgresql"):
-        pytest.skip("two server processes share a PostgreSQL database")
     redis = need_module("redis", "the shared request-rate counters")
     store = "redis://127.0.0.1:6379/15"
     try:
