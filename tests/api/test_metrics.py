@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from conveyor.runner.worker import PROCESS_NAME
 from tests.api.promtext import scrape, value
 from tests.conftest import Server
 
@@ -49,8 +50,8 @@ def _submit(srv: Server, pipeline: str, body: bytes, **params: str) -> str:
 
 def _workers(srv: Server) -> list[psutil.Process]:
     assert srv.proc is not None
-    return [p for p in psutil.Process(srv.proc.pid).children()
-            if "spawn_main" in " ".join(p.cmdline())]
+    return [p for p in psutil.Process(srv.proc.pid).children(recursive=True)
+            if p.name() == PROCESS_NAME]
 
 
 def test_metrics_count_jobs_run_by_worker_processes(

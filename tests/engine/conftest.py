@@ -17,6 +17,7 @@ import psutil
 import pytest
 from ulid import ULID
 
+from conveyor.runner.worker import PROCESS_NAME
 from conveyor.settings import Settings
 from conveyor.storage import BlockingStorage, from_url, input_key
 from conveyor.store import NewJob, Store
@@ -125,7 +126,7 @@ class Engine:
     def worker_pids(self, proc: subprocess.Popen[bytes]) -> list[int]:
         """PIDs of the worker processes under a `conveyor worker` supervisor."""
         children = psutil.Process(proc.pid).children(recursive=True)
-        return [c.pid for c in children if "resource_tracker" not in " ".join(c.cmdline())]
+        return [c.pid for c in children if c.name() == PROCESS_NAME]
 
     def close(self) -> None:
         for proc in self.procs:

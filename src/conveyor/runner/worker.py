@@ -2,7 +2,8 @@
 
 Runs in a child process started by the supervisor, which watches it from outside: the
 supervisor renews the lease, enforces the timeout, the memory cap and cancellation by killing
-this process if needed. The worker tells the supervisor what it runs over a pipe.
+this process if needed. The worker shows the supervisor what it runs in shared memory
+(:mod:`conveyor.runner.status`), and says over a pipe why it exits when it gives up.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from conveyor.processors.registry import BadOptions, Registry, UnknownPipeline
 from conveyor.runner.classify import classify
 from conveyor.runner.context import AttemptState, RunContext, sniff_file
 from conveyor.runner.retry import RetryPolicy
+from conveyor.runner.status import RunningSlot
 from conveyor.runner.url_input import fetch_url_input
 from conveyor.settings import Settings
 from conveyor.storage import (
@@ -51,6 +53,9 @@ from conveyor.telemetry.metrics import QUEUE_WAIT_SECONDS, RUN_SECONDS, since
 
 log = logging.getLogger("conveyor.worker")
 
+#: A worker process's name in ``ps`` and ``top`` (``/proc/PID/comm``).
+PROCESS_NAME = "conveyor-worker"
+
 #: The worker's exit status when the database cannot be used (sysexits' EX_TEMPFAIL): the
 #: supervisor restarts it with back-off, and the reason it sent goes to ``/readyz``.
 EXIT_UNAVAILABLE = 75
@@ -58,13 +63,21 @@ EXIT_UNAVAILABLE = 75
 OUTAGE = (InsufficientStorage, SQLAlchemyError)
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the supervisor dies (no orphaned workers)."""
+def _die_with_parent(name: str | None = None) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphaned workers), and name
+    it ``name`` in ``ps``/``top`` when given (the kernel keeps 15 bytes).
+
+    An embedded worker's parent is the supervisor's fork server, which exits as soon as the
+    supervisor is gone.
+    """
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if name:
+            libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]))
 
 
 def _cap_memory(megabytes: int) -> None:
@@ -75,10 +88,12 @@ def _cap_memory(megabytes: int) -> None:
 
 class Worker:
     def __init__(self, settings: Settings, worker_id: str, pipe: Connection | None = None, *,
-                 dispatcher: Dispatcher | None = None) -> None:
+                 slot: RunningSlot | None = None, dispatcher: Dispatcher | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id
         self.pipe = pipe
+        #: Where the supervisor reads what this worker runs (None outside a supervisor).
+        self.slot = slot
         self.store = Store(
             settings.db_url,
             run_dir=settings.run_dir,
@@ -97,6 +112,10 @@ class Worker:
         self.work_root = settings.data_dir / "work"
         #: Non-zero when the worker stopped because the database could not be used.
         self.exit_code = 0
+        #: Whether a successful commit may claim the next job in its own transaction.
+        self.chain = False
+        #: The job claimed that way: run next, or given back if the worker stops first.
+        self.next_claim: Claim | None = None
 
     def _tell(self, *message: Any) -> None:
         if self.pipe is not None:
@@ -109,8 +128,14 @@ class Worker:
         done = 0
         try:
             while not self.stopping and done < self.settings.jobs_per_worker:
+                # A job that ends well claims the next one in its commit, unless this process
+                # is about to be recycled.
+                self.chain = done + 1 < self.settings.jobs_per_worker
                 try:
-                    claim = self.store.attempts.claim_next(self.worker_id, self.settings.lease_s)
+                    claim, self.next_claim = self.next_claim, None
+                    if claim is None:
+                        claim = self.store.attempts.claim_next(self.worker_id,
+                                                               self.settings.lease_s)
                 except OUTAGE as exc:
                     # No claim can be written: stop with a reason; the supervisor restarts this
                     # process with back-off rather than letting it spin on the error.
@@ -123,8 +148,9 @@ class Worker:
                     listener.wait(1.0)
                     continue
                 listener.drain()
-                self._tell("start", claim.job.id, claim.token, claim.job.timeout_s,
-                           claim.job.pipeline)
+                if self.slot is not None:
+                    self.slot.begin(claim.job.id, claim.token, claim.job.timeout_s,
+                                    claim.job.pipeline)
                 if claim.attempt == 1:
                     waited = (claim.job.started_at or time.time()) - claim.job.created_at
                     QUEUE_WAIT_SECONDS.observe(max(0.0, waited))
@@ -136,11 +162,15 @@ class Worker:
                 finally:
                     logs.ATTEMPT.reset(attempt)
                     logs.REQUEST_ID.reset(context)
-                self._tell("done", claim.job.id)
+                if self.slot is not None:
+                    self.slot.end()
                 done += 1
                 if recycle:
                     break
         finally:
+            if self.next_claim is not None:  # stopping: give the chained job back
+                with contextlib.suppress(Exception):
+                    self.store.attempts.release(self.next_claim.job.id, self.next_claim.token)
             listener.close()
             self.store.close()
             self.storage.close()
@@ -275,8 +305,13 @@ class Worker:
                     priority=job.priority, tenant_id=job.tenant_id,
                 ))
                 self.storage.put_from_file(child.path, input_key(child.id))
-            outcome = self.store.attempts.complete(job.id, claim.token, result, produced,
-                                                   children)
+            if self.chain and not self.stopping:
+                outcome, self.next_claim = self.store.attempts.complete_and_claim_next(
+                    job.id, claim.token, result, produced, children, self.worker_id,
+                    self.settings.lease_s)
+            else:
+                outcome = self.store.attempts.complete(job.id, claim.token, result, produced,
+                                                       children)
         except BaseException:
             # Lost lease, full disk, database error: nothing of this attempt may remain (and
             # its bytes must not keep a full disk full).
@@ -317,15 +352,15 @@ def outcome_of(state: JobState | None) -> str:
     return {JobState.QUEUED: "retrying"}.get(state, state.value)
 
 
-def worker_main(settings_json: str, worker_id: str, pipe: Connection) -> None:
-    """Entry point of a worker process (spawned by the supervisor)."""
-    _die_with_parent()
+def worker_main(settings_json: str, worker_id: str, pipe: Connection, slot: RunningSlot) -> None:
+    """Entry point of a worker process (forked by the supervisor's fork server)."""
+    _die_with_parent(PROCESS_NAME)
     settings = Settings.model_validate_json(settings_json)
     _cap_memory(settings.worker_memory_mb)
     if settings.worker_nice:
         os.nice(settings.worker_nice)
     logs.configure(settings.log_level, settings.log_format, process=worker_id)
-    worker = Worker(settings, worker_id, pipe)
+    worker = Worker(settings, worker_id, pipe, slot=slot)
 
     def _stop(_signum: int, _frame: Any) -> None:
         # Finish the current job, claim no more.

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from conveyor import errors
 
@@ -137,3 +137,17 @@ class Storage(Protocol):
         """Bytes that may still be written, or None when the backend has no such limit
         (an object store). Compared with ``CONVEYOR_MIN_FREE_BYTES``."""
         ...
+
+
+@runtime_checkable
+class Immediate(Protocol):
+    """A backend whose lookups are plain file-system calls offers them as blocking calls too.
+
+    A synchronous caller (a worker) then skips the event loop it would otherwise run each
+    call on, which costs ten times the ``stat`` itself; short jobs make two such calls.
+    """
+
+    def stat_now(self, key: str) -> ObjectInfo | None: ...
+
+    def keys_now(self, prefix: str) -> list[str]: ...
+

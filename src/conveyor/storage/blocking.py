@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from conveyor.storage.base import ObjectInfo, Storage
+from conveyor.storage.base import Immediate, ObjectInfo, Storage
 
 T = TypeVar("T")
 
@@ -35,6 +35,7 @@ class BlockingStorage:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        self._now = storage if isinstance(storage, Immediate) else None
         self._loop = asyncio.new_event_loop()
         self._loop.set_default_executor(_Inline(max_workers=1))
 
@@ -69,9 +70,13 @@ class BlockingStorage:
         return self.run(read())
 
     def stat(self, key: str) -> ObjectInfo | None:
+        if self._now is not None:
+            return self._now.stat_now(key)
         return self.run(self.storage.stat(key))
 
     def keys(self, prefix: str) -> list[str]:
+        if self._now is not None:
+            return self._now.keys_now(prefix)
         return self.run(self.storage.keys(prefix))
 
     def delete(self, key: str) -> None:

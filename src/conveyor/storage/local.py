@@ -212,8 +212,12 @@ class LocalStorage:
         return LocalReader(fh, remaining)
 
     async def stat(self, key: str) -> ObjectInfo | None:
+        return await asyncio.to_thread(self.stat_now, key)
+
+    def stat_now(self, key: str) -> ObjectInfo | None:
+        """:meth:`stat`, as one blocking call (see :class:`~conveyor.storage.base.Immediate`)."""
         try:
-            st = await asyncio.to_thread(os.stat, self._path(key))
+            st = os.stat(self._path(key))
         except FileNotFoundError:
             return None
         return ObjectInfo(key, st.st_size, st.st_mtime) if stat.S_ISREG(st.st_mode) else None
@@ -229,8 +233,12 @@ class LocalStorage:
             await self.delete(key)
 
     async def keys(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self.keys_now, prefix)
+
+    def keys_now(self, prefix: str) -> list[str]:
+        """:meth:`keys`, as one blocking call (see :class:`~conveyor.storage.base.Immediate`)."""
         check_prefix(prefix)
-        return await asyncio.to_thread(self._keys, prefix)
+        return self._keys(prefix)
 
     def _keys(self, prefix: str) -> list[str]:
         if prefix.endswith("/") and prefix != TMP + "/":  # one directory: walk it, not its parent

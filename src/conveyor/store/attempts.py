@@ -173,23 +173,27 @@ class Attempts:
 
     def _claim(self, stmt: Any, params: dict[str, Any], worker_id: str,
                lease_s: float) -> Claim | None:
+        with self.db.tx() as tx:
+            return self._claim_in(tx, stmt, params, worker_id, lease_s)
+
+    def _claim_in(self, tx: Tx, stmt: Any, params: dict[str, Any], worker_id: str,
+                  lease_s: float) -> Claim | None:
         now = time.time()
         token = secrets.token_hex(16)
         check_transition(JobState.QUEUED, JobState.RUNNING)
         params = {**params, "token": token, "lease": now + lease_s, "worker": worker_id,
                   "now": now}
-        with self.db.tx() as tx:
-            row = tx.execute(stmt, params).one_or_none()
-            if row is None:
-                return None
-            if self._over_limit(tx, row):
-                raise _OverLimit  # rolls the claim back
-            job = Job.from_row(row)
-            # Only looked up when transitions are logged: it costs a read per claim.
-            request_id = (event_log.origin(tx, job.id)
-                          if transitions_log.isEnabledFor(logging.INFO) else None)
-            event_log.append(tx, job.id, EventType.STARTED,
-                             {"attempt": job.attempts, "worker": worker_id}, now, request_id)
+        row = tx.execute(stmt, params).one_or_none()
+        if row is None:
+            return None
+        if self._over_limit(tx, row):
+            raise _OverLimit  # rolls the claim back
+        job = Job.from_row(row)
+        # Only looked up when transitions are logged: it costs a read per claim.
+        request_id = (event_log.origin(tx, job.id)
+                      if transitions_log.isEnabledFor(logging.INFO) else None)
+        event_log.append(tx, job.id, EventType.STARTED,
+                         {"attempt": job.attempts, "worker": worker_id}, now, request_id)
         return Claim(job=job, token=token, attempt=job.attempts, request_id=request_id)
 
     @staticmethod
@@ -271,33 +275,61 @@ class Attempts:
         Returns SUCCEEDED, or CANCELLED when a cancel arrived first (the outputs are then
         dropped by the caller). Raises :class:`LeaseLost` when the attempt lost its lease.
         """
+        with self.db.tx() as tx:
+            return self._complete_in(tx, job_id, token, result, produced, children)
+
+    def complete_and_claim_next(
+        self,
+        job_id: str,
+        token: str,
+        result: Any,
+        produced: Sequence[Artifact],
+        children: Sequence[NewJob],
+        worker_id: str,
+        lease_s: float,
+    ) -> tuple[JobState, Claim | None]:
+        """:meth:`complete`, then :meth:`claim_next` in the same transaction: one commit per
+        short job instead of two, and the write lock taken once.
+
+        SQLite only (its write lock already makes the claim strict under ``max_running``; on
+        PostgreSQL a claim over the limit rolls back, and must not take the completion with
+        it): elsewhere the next claim is None and the caller claims as usual. A lost lease
+        raises and claims nothing; a cancelled job claims nothing either.
+        """
+        with self.db.tx() as tx:
+            state = self._complete_in(tx, job_id, token, result, produced, children)
+            if tx.pg or state is not JobState.SUCCEEDED:
+                return state, None
+            return state, self._claim_in(tx, _CLAIM_NEXT_SQLITE, {}, worker_id, lease_s)
+
+    def _complete_in(self, tx: Tx, job_id: str, token: str, result: Any,
+                     produced: Sequence[Artifact], children: Sequence[NewJob]) -> JobState:
         now = time.time()
         check_transition(JobState.RUNNING, JobState.SUCCEEDED)
-        with self.db.tx() as tx:
-            # One statement on the hot path: succeed only if this attempt still owns the job
-            # and nobody asked to cancel it.
-            done = tx.execute(
-                _SUCCEED, {"id": job_id, "token": token, "result": dumps(result), "now": now}
-            ).first()
-            if done is None:
-                # Cancelled while finishing: cancellation wins. Anything else: not ours.
-                if self._end(tx, job_id, token, JobState.CANCELLED, now):
-                    return JobState.CANCELLED
-                raise LeaseLost(job_id)
-            if produced:
-                tx.execute(
-                    insert(artifacts),
-                    [{"job_id": job_id, "name": a.name, "media_type": a.media_type,
-                      "size": a.size, "sha256": a.sha256, "storage_key": a.storage_key,
-                      "created_at": now} for a in produced],
-                )
-            for child in children:
-                # A child belongs to its parent's tenant. No quota refuses it (the parent was
-                # accepted and has run); its input counts in the tenant's storage_bytes.
-                insert_job(tx, replace(child, tenant_id=done._mapping["tenant_id"]), now,
-                           self.db.retention_s)
-            announce_end(tx, job_id, JobState.SUCCEEDED, {"result": result}, now,
-                         webhook_url=done[0], default_webhook_url=self.db.default_webhook_url)
+        # One statement on the hot path: succeed only if this attempt still owns the job
+        # and nobody asked to cancel it.
+        done = tx.execute(
+            _SUCCEED, {"id": job_id, "token": token, "result": dumps(result), "now": now}
+        ).first()
+        if done is None:
+            # Cancelled while finishing: cancellation wins. Anything else: not ours.
+            if self._end(tx, job_id, token, JobState.CANCELLED, now):
+                return JobState.CANCELLED
+            raise LeaseLost(job_id)
+        if produced:
+            tx.execute(
+                insert(artifacts),
+                [{"job_id": job_id, "name": a.name, "media_type": a.media_type,
+                  "size": a.size, "sha256": a.sha256, "storage_key": a.storage_key,
+                  "created_at": now} for a in produced],
+            )
+        for child in children:
+            # A child belongs to its parent's tenant. No quota refuses it (the parent was
+            # accepted and has run); its input counts in the tenant's storage_bytes.
+            insert_job(tx, replace(child, tenant_id=done._mapping["tenant_id"]), now,
+                       self.db.retention_s)
+        announce_end(tx, job_id, JobState.SUCCEEDED, {"result": result}, now,
+                     webhook_url=done[0], default_webhook_url=self.db.default_webhook_url)
         return JobState.SUCCEEDED
 
     def fail(self, job_id: str, token: str, error: JobError, decide: RetryDecider) -> JobState:

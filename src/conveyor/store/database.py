@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Executable, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, CursorResult, Executable, TextClause, text
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 
 from conveyor import notify
 from conveyor.dispatch import Dispatcher, Runnable
@@ -52,6 +54,15 @@ class Tx:
     transitions: list[tuple[str, str, Any, str | None]] = field(default_factory=list)
 
     def execute(self, stmt: Executable, params: Any = None) -> CursorResult[Any]:
+        if (not self.pg and isinstance(stmt, TextClause) and _plain_text(stmt)
+                and (params is None or isinstance(params, dict))):
+            # SQLite and a textual statement: straight to the driver, in this transaction.
+            # SQLAlchemy would pass the values through and return them unchanged too, at
+            # several times the cost; on the hot path (claim, event, end) that cost is most
+            # of the time the write lock is held.
+            driver = self.conn.connection.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
+            return _SqliteResult(driver, stmt.text, params or {})  # type: ignore[return-value]
         return self.conn.execute(stmt, params)
 
     def mark(self) -> tuple[int, int]:
@@ -66,6 +77,88 @@ class Tx:
     def made_runnable(self, job_id: str, run_after: float, *, pipeline: str | None = None,
                       priority: int = 0, timeout_s: float = 0.0) -> None:
         self.runnable.append(Runnable(job_id, run_after, pipeline, priority, timeout_s))
+
+
+def _plain_text(stmt: TextClause) -> bool:
+    """A ``text()`` statement whose values all come from the call (none bound in advance)."""
+    plain = _PLAIN.get(stmt)
+    if plain is None:
+        plain = all(b.value is None and b.callable is None and b.required
+                    for b in stmt._bindparams.values())
+        _PLAIN[stmt] = plain
+    return plain
+
+
+_PLAIN: weakref.WeakKeyDictionary[TextClause, bool] = weakref.WeakKeyDictionary()
+
+
+class _Row(sqlite3.Row):
+    """A driver row that reads like SQLAlchemy's: by index, ``row._mapping[name]``, ``row.name``."""
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self.keys(), self, strict=True))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except IndexError:
+            raise AttributeError(name) from None
+
+
+class _SqliteResult:
+    """The part of SQLAlchemy's result API the store uses, over a sqlite3 cursor."""
+
+    def __init__(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> None:
+        cur = conn.cursor()
+        cur.row_factory = _Row
+        try:
+            cur.execute(sql, params)
+        except sqlite3.Error as exc:
+            # As SQLAlchemy raises it (IntegrityError, OperationalError...): callers catch those.
+            raise DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+        self._cur = cur
+        self.rowcount = cur.rowcount
+
+    def __iter__(self) -> Iterator[_Row]:
+        return iter(self._cur.fetchall())
+
+    def all(self) -> list[_Row]:
+        return list(self._cur.fetchall())
+
+    def fetchall(self) -> list[_Row]:
+        return self.all()
+
+    def first(self) -> _Row | None:
+        row = self._cur.fetchone()
+        self._cur.fetchall()  # run a RETURNING statement to its end
+        return row  # type: ignore[no-any-return]
+
+    def one_or_none(self) -> _Row | None:
+        rows = self._cur.fetchall()
+        if len(rows) > 1:
+            raise MultipleResultsFound("Multiple rows were found when one or none was required")
+        return rows[0] if rows else None
+
+    def one(self) -> _Row:
+        row = self.one_or_none()
+        if row is None:
+            raise NoResultFound("No row was found when one was required")
+        return row
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return None if row is None else row[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._cur.fetchall()]
 
 
 _STATE_AFTER = {"job.started": "running", "job.retrying": "queued"}
@@ -140,9 +233,12 @@ class Database:
                     # Delivered by PostgreSQL at commit, to every server process.
                     conn.execute(text("SELECT pg_notify('conveyor_events', '')"))
         else:
-            with self._gate(), self.writer.begin() as conn:
-                tx = Tx(conn, self.pg)
-                yield tx
+            # The connection is checked out before the write lock is queued for and returned
+            # after it is released: the lock is held for the transaction alone.
+            with self.writer.connect() as conn:
+                with self._gate(), conn.begin():
+                    tx = Tx(conn, self.pg)
+                    yield tx
         for job_id, etype, data, request_id in tx.transitions:
             log_transition(job_id, etype, data, request_id)
         if tx.wrote_events and self._events is not None:
