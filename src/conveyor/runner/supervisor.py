@@ -349,11 +349,16 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         """Stop claiming; let running jobs finish within ``drain_seconds``; release the rest."""
-        for slot in self.slots:
-            with contextlib.suppress(ProcessLookupError, TypeError):
-                os.kill(slot.process.pid or -1, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.drain_seconds
+        signalled = 0.0
         while time.monotonic() < deadline and any(s.process.is_alive() for s in self.slots):
+            if time.monotonic() - signalled >= 1.0:
+                # Again every second: a worker just forked has not yet restored SIGTERM (the
+                # fork server ignores it), and a repeated SIGTERM changes nothing for the rest.
+                signalled = time.monotonic()
+                for slot in self.slots:
+                    with contextlib.suppress(ProcessLookupError, TypeError):
+                        os.kill(slot.process.pid or -1, signal.SIGTERM)
             for slot in self.slots:
                 self._read(slot)
             if any(s.running for s in self.slots if s.process.is_alive()):

@@ -354,6 +354,9 @@ def outcome_of(state: JobState | None) -> str:
 
 def worker_main(settings_json: str, worker_id: str, pipe: Connection, slot: RunningSlot) -> None:
     """Entry point of a worker process (forked by the supervisor's fork server)."""
+    # The fork server ignores SIGTERM, and so would this process: until it can finish a job
+    # and stop (below), a SIGTERM ends it at once, as for any process starting up.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(PROCESS_NAME)
     settings = Settings.model_validate_json(settings_json)
     _cap_memory(settings.worker_memory_mb)
