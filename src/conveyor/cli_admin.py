@@ -87,10 +87,13 @@ def keys_list(
     if as_json:
         typer.echo(json.dumps([{"id": k.id, "tenant": k.tenant_id, "prefix": k.prefix,
                                 "name": k.name, "scopes": sorted(k.scopes),
-                                "revoked": k.revoked_at is not None} for k in found]))
+                                "revoked": k.revoked_at is not None,
+                                "last_used_at": k.last_used_at} for k in found]))
         return
     for k in found:
         state = f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active"
+        if k.last_used_at:
+            state += f", last used {_when(k.last_used_at)}"
         typer.echo(f"{k.id}  {k.prefix}  {k.tenant_id}  {','.join(sorted(k.scopes))}  "
                    f"{state}  {k.name}")
 

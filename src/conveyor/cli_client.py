@@ -201,6 +201,10 @@ def submit(
     from_url: Annotated[list[str] | None, typer.Option(
         "--from-url", help="Import from this http(s) URL instead of uploading: the server "
         "fetches it (one job each; repeatable).", show_default=False)] = None,
+    reuse: Annotated[bool, typer.Option(
+        "--reuse", help="When this tenant already has a succeeded job made from the same "
+        "bytes, pipeline, options and processor version, the new job succeeds at once with "
+        "its result (uploads only: an imported URL's bytes are not known yet).")] = False,
     url: Url = None,
 ) -> None:
     """Upload FILES (streamed), or import --from-url URLs, and print each job's id;
@@ -226,7 +230,7 @@ def submit(
                 try:
                     job = client.submit(path, pipeline=pipeline, options=opts,
                                         priority=priority, webhook_url=webhook_url,
-                                        on_progress=on_progress)
+                                        reuse=reuse, on_progress=on_progress)
                 except ClientError as exc:
                     err.print(f"[red]error[/red] {escape(exc.code)}: {escape(exc.detail)} "
                               f"[dim]({escape(str(path))})[/]")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.server
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -232,3 +234,27 @@ def test_retention_sweep_keeps_shared_artifacts(server_factory: Callable[..., Se
     while time.monotonic() < deadline and srv.stored():
         time.sleep(0.1)
     assert srv.stored() == {}
+
+
+def test_cli_submit_reuse(srv: Server, tmp_path: Path) -> None:
+    source = tmp_path / "cli.bin"
+    source.write_bytes(b"bytes sent by the command line")
+    first = _done(srv, source.read_bytes())
+
+    def submit(*extra: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", "submit", "--url", srv.url, "--pipeline", "echo",
+             *extra, str(source)], env=srv.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        job: dict[str, Any] = httpx.get(f"{srv.url}/v1/jobs/{done.stdout.strip()}",
+                                        timeout=30).json()
+        return job
+
+    # The file name is the job's filename, not the earlier job's: only bytes, pipeline,
+    # options and processor version decide a match.
+    reused = submit("--reuse")
+    assert reused["state"] == "succeeded" and reused["attempts"] == 0, reused
+    assert reused["result"] == first["result"]
+    fresh = submit()  # without --reuse the job runs
+    assert fresh["id"] != reused["id"] and fresh["state"] in ("queued", "running", "succeeded")
+    assert srv.wait_state(fresh["id"])["attempts"] == 1

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -174,3 +175,28 @@ def test_admin_key_routes(keyed: Keyed) -> None:
     assert bad.status_code == 422
     missing = httpx.delete(f"{keyed.url}/v1/keys/01NOPE", headers=keyed.h("admin"))
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+def test_a_key_records_when_it_was_last_used(keyed: Keyed) -> None:
+    made = httpx.post(f"{keyed.url}/v1/keys", headers=keyed.h("admin"),
+                      json={"tenant": "a", "scopes": ["jobs:read"], "name": "probe"}).json()
+
+    def listed() -> dict[str, object]:
+        found = httpx.get(f"{keyed.url}/v1/keys", headers=keyed.h("admin")).json()
+        return next(k for k in found if k["id"] == made["id"])
+
+    assert made["last_used_at"] is None and listed()["last_used_at"] is None
+    before = time.time()
+    resp = httpx.get(f"{keyed.url}/v1/jobs",
+                     headers={"Authorization": f"Bearer {made['key']}"})
+    assert resp.status_code == 200, resp.text
+    used = listed()["last_used_at"]
+    assert isinstance(used, str)
+    assert datetime.fromisoformat(used).timestamp() >= int(before)
+    # The admin key that listed them was used too; a failed attempt is not a use.
+    bad = httpx.get(f"{keyed.url}/v1/jobs",
+                    headers={"Authorization": f"Bearer {keyed.keys['revoked'].key}"})
+    assert bad.status_code == 401
+    revoked = next(k for k in httpx.get(f"{keyed.url}/v1/keys", headers=keyed.h("admin")).json()
+                   if k["id"] == keyed.keys["revoked"].id)
+    assert revoked["last_used_at"] is None

@@ -46,13 +46,17 @@ def _collect(url: str, headers: dict[str, str], into: list[dict[str, object]],
 
 
 def test_the_global_stream_carries_only_the_callers_tenant(keyed: Keyed) -> None:
-    seen: dict[str, list[dict[str, object]]] = {"rw": [], "b": []}
+    # (key, ?tenant=): each tenant's own stream, and an admin's of tenant b and of every tenant.
+    streams = {"rw": ("rw", None), "b": ("b", None), "admin_b": ("admin", "b"),
+               "admin_all": ("admin", "*")}
+    seen: dict[str, list[dict[str, object]]] = {name: [] for name in streams}
     stop = threading.Event()
     threads = []
-    for role in seen:
+    for name, (role, tenant) in streams.items():
         ready = threading.Event()
+        query = f"?tenant={tenant}" if tenant else ""
         t = threading.Thread(target=_collect, daemon=True, args=(
-            f"{keyed.url}/v1/events", keyed.h(role), seen[role], ready, stop))
+            f"{keyed.url}/v1/events{query}", keyed.h(role), seen[name], ready, stop))
         t.start()
         assert ready.wait(30)
         threads.append(t)
@@ -60,16 +64,27 @@ def test_the_global_stream_carries_only_the_callers_tenant(keyed: Keyed) -> None
     b_job = keyed.submit("b", "echo", b"b live")
     keyed.wait("rw", a_job)
     keyed.wait("b", b_job)
+
+    def ended(name: str, job_id: str) -> bool:
+        return any(e["job_id"] == job_id and e["type"] == "job.succeeded" for e in seen[name])
+
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (
-            any(e["job_id"] == a_job and e["type"] == "job.succeeded" for e in seen["rw"])
-            and any(e["job_id"] == b_job and e["type"] == "job.succeeded" for e in seen["b"])):
+            ended("rw", a_job) and ended("b", b_job) and ended("admin_b", b_job)
+            and ended("admin_all", a_job) and ended("admin_all", b_job)):
         time.sleep(0.05)
     stop.set()
     assert {e["job_id"] for e in seen["rw"]} >= {a_job}
     assert b_job not in {e["job_id"] for e in seen["rw"]}
     assert {e["job_id"] for e in seen["b"]} >= {b_job}
     assert a_job not in {e["job_id"] for e in seen["b"]}
+    assert {e["job_id"] for e in seen["admin_b"]} >= {b_job}
+    assert a_job not in {e["job_id"] for e in seen["admin_b"]}
+    assert {e["job_id"] for e in seen["admin_all"]} >= {a_job, b_job}
+    # Only an admin key may name another tenant.
+    refused = httpx.get(f"{keyed.url}/v1/events", params={"tenant": "a"},
+                        headers=keyed.h("b"), timeout=30)
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
     # Replayed from the start, too, each sees only its own.
     with httpx.stream("GET", f"{keyed.url}/v1/events", params={"after": 0},
                       headers=keyed.h("b"), timeout=30) as resp:
@@ -80,6 +95,15 @@ def test_the_global_stream_carries_only_the_callers_tenant(keyed: Keyed) -> None
             if time.monotonic() > end:
                 break
     assert b_job.encode() in text and a_job.encode() not in text
+    with httpx.stream("GET", f"{keyed.url}/v1/events", params={"after": 0, "tenant": "*"},
+                      headers=keyed.h("admin"), timeout=30) as resp:
+        text = b""
+        end = time.monotonic() + 1.5
+        for chunk in resp.iter_raw():
+            text += chunk
+            if time.monotonic() > end:
+                break
+    assert b_job.encode() in text and a_job.encode() in text
 
 
 def test_child_jobs_belong_to_the_parents_tenant(keyed: Keyed) -> None:

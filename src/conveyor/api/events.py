@@ -18,6 +18,7 @@ from conveyor.api.hub import format_event
 from conveyor.api.protocol import connection_control
 from conveyor.api.services import Services, services
 from conveyor.auth import CanRead
+from conveyor.auth.caller import EVERY_TENANT, TENANT_DOC
 from conveyor.errors import BadEventId
 from conveyor.models import JobState
 from conveyor.problems import problem_schema
@@ -28,7 +29,8 @@ async def stream_events(
     request: Request, svc: Services, job_id: str | None, last_event_id: int | None,
     tenant: str | None = None,
 ) -> AsyncIterator[bytes]:
-    """``tenant``: the global stream (``job_id`` None) carries only this tenant's events."""
+    """``tenant``: the global stream (``job_id`` None) carries only this tenant's events
+    (:data:`~conveyor.auth.caller.EVERY_TENANT`: every tenant's)."""
     hub = svc.hub
     # Subscribe before the replay so nothing committed in between is missed; the seam is
     # de-duplicated by event id.
@@ -44,7 +46,7 @@ async def stream_events(
                 chunks = []
                 for old in batch:
                     sent = old.id
-                    if job_id is None and old.tenant_id != tenant:
+                    if job_id is None and tenant not in (old.tenant_id, EVERY_TENANT):
                         continue  # another tenant's event
                     chunks.append(format_event(old))
                 # A replayed terminal event ends nothing by itself: a retried job has one per
@@ -175,7 +177,10 @@ async def all_events(
     caller: CanRead,
     last_event_id: Annotated[str | None, Header()] = None,
     after: _After = None,
+    tenant: Annotated[str | None, Query(max_length=64, description=TENANT_DOC)] = None,
 ) -> StreamingResponse:
+    shown = caller.tenant_filter(tenant)
     svc.drain.refuse("follow events")
     start = start_after(last_event_id, after)
-    return _sse(svc, stream_events(request, svc, None, start, caller.tenant_id))
+    return _sse(svc, stream_events(request, svc, None, start,
+                                   EVERY_TENANT if shown is None else shown))

@@ -20,6 +20,7 @@ from anyio import to_thread
 
 from conveyor.api.subscriber import KEEPALIVE, Batch, Subscriber, Wire
 from conveyor.api.views import iso
+from conveyor.auth.caller import EVERY_TENANT
 from conveyor.models import EventType
 from conveyor.notify import EVENTS
 from conveyor.store import Event, Store
@@ -160,8 +161,13 @@ class EventHub:
             for wire in wires:
                 per_tenant.setdefault(wire.tenant_id, []).append(wire)
             shared = {tenant: Batch(group) for tenant, group in per_tenant.items()}
+            every: Batch | None = None
             for sub in list(self.everything):
-                mine = shared.get(sub.tenant_id)
+                mine: Batch | None
+                if sub.tenant_id == EVERY_TENANT:  # an admin's stream of every tenant
+                    every = mine = every or Batch(wires)
+                else:
+                    mine = shared.get(sub.tenant_id)
                 if mine is not None:
                     sub.deliver(mine)
         if self.by_job:

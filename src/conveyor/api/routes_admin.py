@@ -44,6 +44,8 @@ class KeyOut(BaseModel):
     scopes: list[str]
     created_at: str
     revoked_at: str | None
+    last_used_at: str | None = Field(
+        default=None, description="when the key last authenticated a request (to the minute)")
 
 
 class NewKeyOut(KeyOut):
@@ -103,7 +105,8 @@ class WhoAmI(BaseModel):
 def key_view(key: ApiKey) -> dict[str, Any]:
     return {"id": key.id, "tenant": key.tenant_id, "name": key.name, "prefix": key.prefix,
             "scopes": sorted(key.scopes), "created_at": iso(key.created_at),
-            "revoked_at": iso(key.revoked_at) if key.revoked_at else None}
+            "revoked_at": iso(key.revoked_at) if key.revoked_at else None,
+            "last_used_at": iso(key.last_used_at) if key.last_used_at else None}
 
 
 def tenant_view(tenant: Tenant) -> dict[str, Any]:

@@ -20,11 +20,11 @@ from conveyor.api.services import Services, services
 from conveyor.api.upload_doc import UPLOAD_DOC
 from conveyor.api.url_import import create_from_url, is_url_import
 from conveyor.api.views import DeliveryOut, JobOut, JobPage, iso, job_view
-from conveyor.auth import Caller, CanRead, CanWrite
+from conveyor.auth import CanRead, CanWrite
+from conveyor.auth.caller import TENANT_DOC
 from conveyor.errors import (
     BadParameter,
     BadWebhookUrl,
-    Forbidden,
     IdempotencyKeyReused,
     JobGone,
     NoFile,
@@ -297,17 +297,6 @@ async def _commit(
     return job, created
 
 
-_TENANT_DOC = ("admin keys only: list this tenant's jobs, or `*` for every tenant's "
-               "(default: the caller's own tenant)")
-
-
-def _listed_tenant(caller: Caller, tenant: str | None) -> str | None:
-    """The tenant whose jobs a list shows (None: every tenant's, for ``admin`` and ``*``)."""
-    if tenant is None or tenant == caller.tenant_id:
-        return caller.tenant_id
-    if not caller.admin:
-        raise Forbidden("only an admin key may list another tenant's jobs")
-    return None if tenant == "*" else tenant
 
 
 @router.get("/jobs", response_model=JobPage, responses={s: problem_schema() for s in (401, 403)},
@@ -320,9 +309,9 @@ async def list_jobs(
     parent_id: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
-    tenant: Annotated[str | None, Query(max_length=64, description=_TENANT_DOC)] = None,
+    tenant: Annotated[str | None, Query(max_length=64, description=TENANT_DOC)] = None,
 ) -> dict[str, Any]:
-    listed = _listed_tenant(caller, tenant)
+    listed = caller.tenant_filter(tenant)
     items, next_cursor = await to_thread.run_sync(
         lambda: svc.store.jobs.list(
             state=state.value if state else None, pipeline=pipeline, parent_id=parent_id,

@@ -176,8 +176,7 @@ async def create_upload(request: Request, svc: Svc, uploads: Tus, caller: CanWri
     summary="tus: the upload's offset (and its job, once complete)", openapi_extra=_VERSION_DOC,
 )
 async def head_upload(upload_id: str, uploads: Tus, caller: CanWrite) -> Response:
-    await uploads.load(upload_id, caller.tenant_id)
-    upload = await uploads.head(upload_id)
+    upload = await uploads.head(upload_id, caller.tenant_id)
     headers = _upload_headers(upload)
     if upload.metadata:
         headers["Upload-Metadata"] = upload.metadata
@@ -214,8 +213,7 @@ async def patch_upload(upload_id: str, request: Request, svc: Svc, uploads: Tus,
                summary="tus: terminate an upload (its bytes are removed)",
                openapi_extra=_VERSION_DOC)
 async def delete_upload(upload_id: str, uploads: Tus, caller: CanWrite) -> Response:
-    await uploads.load(upload_id, caller.tenant_id)
-    await uploads.terminate(upload_id)
+    await uploads.terminate(upload_id, caller.tenant_id)
     return Response(status_code=204)
 
 

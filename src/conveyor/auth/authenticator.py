@@ -12,6 +12,7 @@ holds at most :data:`CACHE_SIZE` prefixes (it is emptied when full).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -23,8 +24,13 @@ from conveyor.auth.caller import ALL_SCOPES, Caller
 from conveyor.auth.keys import KeyLookup
 from conveyor.errors import Unauthorized
 
+log = logging.getLogger("conveyor.auth")
+
 CACHE_TTL_S = 0.5
 CACHE_SIZE = 10_000
+#: A key's ``last_used_at`` is written at most this often (seconds): a busy key costs one
+#: write a minute, not one per request.
+TOUCH_EVERY_S = 60.0
 DEFAULT_TENANT = "default"
 OPEN = Caller(DEFAULT_TENANT, ALL_SCOPES)
 
@@ -33,6 +39,8 @@ class KeySource(Protocol):
     def lookup(self, prefix: str) -> KeyLookup | None: ...
 
     def any_exist(self) -> bool: ...
+
+    def touch(self, key_id: str, at: float) -> None: ...
 
 
 class Authenticator:
@@ -46,6 +54,8 @@ class Authenticator:
         #: ``auto``: once a key exists the server never goes back to open.
         self._keys_seen = False
         self._open_checked = -1e18
+        #: key id -> when this process last wrote its last_used_at (monotonic).
+        self._touched: dict[str, float] = {}
 
     async def is_open(self) -> bool:
         if self.mode == "none":
@@ -75,7 +85,23 @@ class Authenticator:
             raise Unauthorized("unknown API key")
         if not record.usable:
             raise Unauthorized("the API key was revoked (or its tenant deleted)")
+        await self._touch(record.id)
         return Caller(record.tenant_id, record.scopes, record.id, prefix)
+
+    async def _touch(self, key_id: str) -> None:
+        """Write the key's ``last_used_at``, at most once a minute per key and process. A
+        failed write (a full disk) fails nothing: the next minute tries again."""
+        now = self.clock()
+        if now - self._touched.get(key_id, -1e18) < TOUCH_EVERY_S:
+            return
+        if len(self._touched) >= CACHE_SIZE:
+            self._touched.clear()
+        self._touched[key_id] = now
+        try:
+            await to_thread.run_sync(self.source.touch, key_id, time.time())
+        except Exception as exc:  # the database cannot be written now: not this request's problem
+            log.warning("could not record the use of API key %s (%s)", key_id,
+                        type(exc).__name__)
 
     async def _lookup(self, prefix: str) -> KeyLookup | None:
         now = self.clock()

@@ -10,6 +10,11 @@ ADMIN = "admin"
 #: Every scope a key can have; ``admin`` implies the others.
 SCOPES = (READ, WRITE, ADMIN)
 ALL_SCOPES = frozenset(SCOPES)
+#: ``?tenant=*``: every tenant (admin keys only).
+EVERY_TENANT = "*"
+#: The ``tenant`` query parameter's description in the API document.
+TENANT_DOC = ("admin keys only: this tenant's jobs, or `*` for every tenant's "
+              "(default: the caller's own tenant)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,18 @@ class Caller:
     def sees(self, tenant_id: str) -> bool:
         """Whether this caller may see a job of ``tenant_id`` (admins see every tenant's)."""
         return self.admin or tenant_id == self.tenant_id
+
+    def tenant_filter(self, tenant: str | None) -> str | None:
+        """The tenant a list or stream shows for a ``?tenant=`` parameter: the caller's own by
+        default; another one, or every one (``*``: None), for admin keys only (else raises
+        :class:`~conveyor.errors.Forbidden`)."""
+        if tenant is None or tenant == self.tenant_id:
+            return self.tenant_id
+        if not self.admin:
+            from conveyor.errors import Forbidden
+
+            raise Forbidden("only an admin key may see another tenant's jobs")
+        return None if tenant == EVERY_TENANT else tenant
 
 
 def parse_scopes(value: str | list[str] | tuple[str, ...]) -> frozenset[str]:

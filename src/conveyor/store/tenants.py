@@ -64,12 +64,16 @@ class ApiKey:
     scopes: frozenset[str]
     created_at: float
     revoked_at: float | None
+    #: When the key last authenticated a request (to within :data:`~conveyor.auth.
+    #: authenticator.TOUCH_EVERY_S`), or None.
+    last_used_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> ApiKey:
         m = row._mapping
         return cls(m["id"], m["tenant_id"], m["name"], m["prefix"],
-                   frozenset(m["scopes"].split()), m["created_at"], m["revoked_at"])
+                   frozenset(m["scopes"].split()), m["created_at"], m["revoked_at"],
+                   m.get("last_used_at"))
 
 
 class Tenants:
@@ -227,6 +231,11 @@ class Keys:
             return None
         return KeyLookup(row[0], row[1], row[2], frozenset(row[3].split()),
                          row[4] is None and row[5] is None)
+
+    def touch(self, key_id: str, at: float) -> None:
+        """Record that the key authenticated a request at ``at``."""
+        with self.db.tx() as tx:
+            tx.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
 
     def any_exist(self) -> bool:
         """Whether a key was ever made (revoked ones count: revoking them all never reopens a

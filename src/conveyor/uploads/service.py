@@ -50,9 +50,10 @@ class TusUploads:
             raise UploadGone(f"upload {upload_id} was terminated or expired")
         return upload
 
-    async def head(self, upload_id: str) -> Upload:
-        """The upload; one whose bytes are all in but whose job a crash lost gets it now."""
-        upload = await self.load(upload_id)
+    async def head(self, upload_id: str, tenant_id: str | None = None) -> Upload:
+        """The upload (of ``tenant_id``, when given: see :meth:`load`); one whose bytes are
+        all in but whose job a crash lost gets it now."""
+        upload = await self.load(upload_id, tenant_id)
         if upload.state == RECEIVING and upload.offset == upload.length:
             upload = await self._complete(upload_id)
         return upload
@@ -91,8 +92,9 @@ class TusUploads:
             await to_thread.run_sync(staged.close)
         return upload, got.cut_short
 
-    async def terminate(self, upload_id: str) -> None:
-        await self.load(upload_id)
+    async def terminate(self, upload_id: str, tenant_id: str | None = None) -> None:
+        """Remove the upload and its bytes (of ``tenant_id``, when given: see :meth:`load`)."""
+        await self.load(upload_id, tenant_id)
         staged = await self._lock(upload_id)
         try:
             # A done upload's job stays (DELETE /v1/jobs/{id} removes it); the upload goes.
