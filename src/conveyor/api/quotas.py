@@ -71,7 +71,8 @@ class QuotaGate:
         return stream_budget(quotas, usage, now)
 
 
-def quota_gate(request: Request) -> QuotaGate:
+async def quota_gate(request: Request) -> QuotaGate:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, on every request.
     gate: QuotaGate = request.app.state.services.quotas
     return gate
 

@@ -7,20 +7,26 @@ A full disk met anyway, mid-write, raises :class:`InsufficientStorage` where it 
 
 from __future__ import annotations
 
-from anyio import to_thread
-
 from conveyor.api.services import Services
 from conveyor.errors import InsufficientStorage
+from conveyor.storage.base import Immediate
 from conveyor.telemetry import metrics
 
 
 async def free_space(svc: Services) -> dict[str, int]:
-    """Free bytes on the storage's disk and on the database's (where each is known)."""
+    """Free bytes on the storage's disk and on the database's (where each is known).
+
+    Local disks are asked directly: a ``statvfs`` takes microseconds, and the two thread hops
+    it used to cost were a tenth of an upload's time on the event loop.
+    """
     found: dict[str, int] = {}
-    storage = await svc.storage.free_bytes()
+    if isinstance(svc.storage, Immediate):
+        storage = svc.storage.free_bytes_now()
+    else:
+        storage = await svc.storage.free_bytes()
     if storage is not None:
         found["storage"] = storage
-    database = await to_thread.run_sync(svc.store.free_bytes)
+    database = svc.store.free_bytes()  # a SQLite file's disk (statvfs), or None
     if database is not None:
         found["database"] = database
     return found

@@ -318,3 +318,7 @@ class LocalStorage:
 
     async def free_bytes(self) -> int | None:
         return await asyncio.to_thread(free_bytes, self.root)
+
+    def free_bytes_now(self) -> int | None:
+        """:meth:`free_bytes`, as one blocking call (a ``statvfs``)."""
+        return free_bytes(self.root)

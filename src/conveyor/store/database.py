@@ -30,6 +30,7 @@ from conveyor.store.db import (
     make_engines,
     migrate,
     normalise_url,
+    sqlite_dir,
     write_gate,
 )
 from conveyor.telemetry.logs import ATTEMPT, REQUEST_ID
@@ -201,6 +202,8 @@ class Database:
         self.pg = self.writer.dialect.name == "postgresql"
         self.run_dir = run_dir
         self._gate = write_gate(self.url)
+        #: Where the SQLite file lives (None on PostgreSQL): free_bytes runs on every upload.
+        self._folder = sqlite_dir(self.url)
         self._events = None if self.pg else notify.SocketNotifier(run_dir)
         if dispatcher is None:
             from conveyor.dispatch.embedded import EmbeddedDispatcher
@@ -260,7 +263,7 @@ class Database:
 
     def free_bytes(self) -> int | None:
         """Free bytes on the SQLite file's disk; None on PostgreSQL (its own server's)."""
-        return free_bytes(self.url)
+        return free_bytes(self._folder)
 
     def close(self) -> None:
         self.dispatcher.close()

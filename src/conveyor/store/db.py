@@ -107,15 +107,24 @@ def disk_full(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == PG_DISK_FULL
 
 
-def free_bytes(url: str) -> int | None:
-    """Free bytes on the disk holding a SQLite database file; None for other databases."""
+def sqlite_dir(url: str) -> Path | None:
+    """The directory of a SQLite database file; None for other databases and in-memory ones."""
     url = normalise_url(url)
     if not is_sqlite(url):
         return None
     path = make_url(url).database
     if not path or path == ":memory:":
         return None
-    st = os.statvfs(Path(path).resolve().parent)
+    return Path(path).resolve().parent
+
+
+def free_bytes(url: str | Path | None) -> int | None:
+    """Free bytes on the disk holding a SQLite database file (its URL, or its directory from
+    :func:`sqlite_dir`); None for other databases."""
+    folder = sqlite_dir(url) if isinstance(url, str) else url
+    if folder is None:
+        return None
+    st = os.statvfs(folder)
     return st.f_bavail * st.f_frsize
 
 
