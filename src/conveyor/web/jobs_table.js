@@ -25,6 +25,8 @@ export function jobsTable() {
   let newWhileAway = 0;
   const rows = new Map();
   const refetching = new Set();
+  /** Jobs with an event newer than their read in flight: read again when it is back. */
+  const stale = new Set();
   const asked = new Set();    // jobs whose events asked for a re-read of the first page
   const offPage = new Set();  // jobs a re-read did not bring onto the first page
   let refreshTimer = null;
@@ -298,15 +300,23 @@ export function jobsTable() {
   }
 
   function refetch(id) {
-    if (refetching.has(id)) return;
+    if (refetching.has(id)) {
+      // A read is in flight and may have been answered before this event: read again once
+      // it is back, or a slow answer ("running") would overwrite the newer state for good.
+      stale.add(id);
+      return;
+    }
     refetching.add(id);
     // Coalesce a burst of events for one job into one read.
     setTimeout(() => {
       getJob(id).then((job) => {
         const row = rows.get(id);
-        if (row) row.update(job);
+        if (row && !stale.has(id)) row.update(job);
         if (job.parent_id === filters.parentId && filters.parentId) scheduleCounts();
-      }, () => {}).finally(() => refetching.delete(id));
+      }, () => {}).finally(() => {
+        refetching.delete(id);
+        if (stale.delete(id)) refetch(id);
+      });
     }, 100);
   }
 
