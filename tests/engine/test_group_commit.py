@@ -7,10 +7,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event, func, select
 from ulid import ULID
 
-from conveyor.errors import InsufficientStorage
+from conveyor.errors import InsufficientStorage, LeaseLost
+from conveyor.models import JobState
 from conveyor.store import Job, NewJob
 from conveyor.store.group_commit import GroupCommit
 from conveyor.store.tables import events, jobs
@@ -103,3 +105,40 @@ def test_an_error_of_the_batch_reaches_every_member(tmp_path: Path) -> None:
         assert engine.store.jobs.create_many([(_new(), None)])[0]
     finally:
         engine.close()
+
+
+def test_completing_a_job_claims_the_next_in_the_same_transaction(engine: Engine) -> None:
+    first_id, second_id = engine.add("noop"), engine.add("noop")
+    first = engine.store.attempts.claim_next("w1", 30)
+    assert first is not None and first.job.id == first_id
+    state, following = engine.store.attempts.complete_and_claim_next(
+        first_id, first.token, {"ok": 1}, [], [], "w1", 30)
+    assert state is JobState.SUCCEEDED
+    if engine.store.db.pg:
+        # PostgreSQL claims in its own transaction (an over-limit claim rolls back alone).
+        assert following is None
+        queued = engine.store.jobs.get(second_id)
+        assert queued is not None and queued.state is JobState.QUEUED
+        return
+    assert following is not None and following.job.id == second_id and following.attempt == 1
+    job = engine.store.jobs.get(second_id)
+    assert job is not None and job.state is JobState.RUNNING
+    assert job.lease_token == following.token
+    types = [e.type for e in engine.store.events.after(0, job_id=second_id)]
+    assert types == ["job.queued", "job.started"]
+    # Nothing left to claim: the job still completes.
+    state, none = engine.store.attempts.complete_and_claim_next(
+        second_id, following.token, None, [], [], "w1", 30)
+    assert state is JobState.SUCCEEDED and none is None
+
+
+def test_a_lost_lease_claims_nothing(engine: Engine) -> None:
+    first_id, second_id = engine.add("noop"), engine.add("noop")
+    stale = engine.store.attempts.claim_next("w1", 30)
+    assert stale is not None and stale.job.id == first_id
+    engine.store.jobs.delete(first_id)  # clears the token: the attempt lost its lease
+    with pytest.raises(LeaseLost):
+        engine.store.attempts.complete_and_claim_next(
+            first_id, stale.token, None, [], [], "w1", 30)
+    job = engine.store.jobs.get(second_id)
+    assert job is not None and job.state is JobState.QUEUED  # rolled back with the rest
