@@ -214,8 +214,35 @@ def test_request_rate_429_rate_limited(serve: Callable[..., Server], db: Engine)
     refused = next(r for r in answers if r.status_code == 429)
     assert_refused(refused, 429, "rate_limited", "requests_per_s")
     assert refused.headers["ratelimit-policy"] == '"requests_per_s";q=1;w=10;qu="request"'
+    # The one request allowed was told it used the window's only one.
+    allowed = next(r for r in answers if r.status_code == 200)
+    assert allowed.headers["ratelimit-policy"] == '"requests_per_s";q=1;w=10;qu="request"'
+    assert allowed.headers["ratelimit"].startswith('"requests_per_s";r=0;t=')
     # Health checks are not a tenant's requests.
-    assert httpx.get(srv.url + "/healthz").status_code == 200
+    health = httpx.get(srv.url + "/healthz")
+    assert health.status_code == 200 and "ratelimit" not in health.headers
+
+
+def test_allowed_requests_carry_the_rate_left(serve: Callable[..., Server], db: Engine) -> None:
+    srv = serve()
+    # No requests_per_s: nothing to tell.
+    assert "ratelimit" not in httpx.get(srv.url + "/v1/jobs").headers
+    set_quota(db, requests_per_s=1000)
+    time.sleep(1.1)  # past the quota cache
+    with httpx.Client(base_url=srv.url, timeout=30) as http:
+        first, second = http.get("/v1/jobs"), upload(srv.url)
+    assert first.status_code == 200 and second.status_code == 202
+    for answer in (first, second):
+        assert answer.headers["ratelimit-policy"] == '"requests_per_s";q=1000;w=1;qu="request"'
+        policy, left, reset = answer.headers["ratelimit"].split(";")
+        assert policy == '"requests_per_s"' and reset == "t=1"
+        assert 0 < int(left.removeprefix("r=")) < 1000  # this request counted
+    # A refusal by another quota names that quota, not the request rate.
+    set_quota(db, requests_per_s=1000, max_upload_bytes=10)
+    time.sleep(1.1)
+    too_big = upload(srv.url, b"x" * 100)
+    assert_refused(too_big, 413, "too_large", "max_upload_bytes")
+    assert too_big.headers["ratelimit"].startswith('"max_upload_bytes";')
 
 
 def test_get_tenant_shows_quotas_and_usage(serve: Callable[..., Server], db: Engine) -> None:

@@ -94,10 +94,12 @@ def test_rate_item(per_s: float, amount: int, window: int) -> None:
 
 def test_request_rate_refuses_past_the_rate_per_tenant() -> None:
     rate = RequestRate("memory://")
-    for _ in range(3):
-        rate.hit("a", 3)
+    # Each allowed request says what it left: the response's RateLimit fields.
+    assert [rate.hit("a", 3).remaining for _ in range(3)] == [2, 1, 0]
     with pytest.raises(RateLimited) as err:
         rate.hit("a", 3)
     assert err.value.code == "rate_limited" and err.value.limit.remaining == 0
     assert 1 <= err.value.retry_after <= 1
-    rate.hit("b", 3)  # another tenant has its own window
+    left = rate.hit("b", 3)  # another tenant has its own window
+    assert (left.policy, left.quota, left.remaining, left.reset, left.window, left.unit) == (
+        "requests_per_s", 3, 2, 1, 1, "request")

@@ -18,6 +18,7 @@ from anyio import to_thread
 from fastapi import Depends, Request
 
 from conveyor.auth import AnyCaller
+from conveyor.errors import QuotaLimit
 from conveyor.quotas.policy import Budget, Quotas, check_upload, stream_budget
 from conveyor.quotas.rate import RequestRate
 from conveyor.store import Store
@@ -46,14 +47,16 @@ class QuotaGate:
         self._cache[tenant] = (now + QUOTA_TTL_S, quotas)
         return quotas
 
-    async def count_request(self, tenant: str) -> None:
+    async def count_request(self, tenant: str) -> QuotaLimit | None:
+        """Count one request; the tenant's ``requests_per_s`` as it now stands (None: the
+        tenant has no such quota). Past the rate it raises :class:`RateLimited`."""
         per_s = (await self.quotas(tenant)).requests_per_s
         if per_s is None or per_s <= 0:
-            return
+            return None
         if self.rate.local:
-            self.rate.hit(tenant, per_s)
-        else:  # a network round trip: off the event loop
-            await to_thread.run_sync(self.rate.hit, tenant, per_s)
+            return self.rate.hit(tenant, per_s)
+        # a network round trip: off the event loop
+        return await to_thread.run_sync(self.rate.hit, tenant, per_s)
 
     async def admit_upload(self, tenant: str, length: int | None, multipart: bool,
                            ) -> Budget | None:
@@ -77,8 +80,14 @@ async def quota_gate(request: Request) -> QuotaGate:
     return gate
 
 
-async def limit_rate(caller: AnyCaller,
+async def limit_rate(request: Request, caller: AnyCaller,
                      gate: Annotated[QuotaGate, Depends(quota_gate)]) -> None:
     """Router dependency: count the request against its caller's tenant's ``requests_per_s``
-    (after the key is checked: a request without a usable key is 401 and counts nothing)."""
-    await gate.count_request(caller.tenant_id)
+    (after the key is checked: a request without a usable key is 401 and counts nothing).
+
+    The limit as it stands goes on the request's state: :class:`~conveyor.api.requestlog.
+    RequestLog` answers with its ``RateLimit-Policy`` and ``RateLimit`` fields, so a client
+    sees what it has left before it is refused."""
+    limit = await gate.count_request(caller.tenant_id)
+    if limit is not None:
+        request.state.ratelimit = limit

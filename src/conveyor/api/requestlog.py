@@ -1,4 +1,5 @@
-"""One log line per request, and the request id on every response (errors included).
+"""One log line per request, and the request id on every response (errors included); the
+``RateLimit`` fields on a response to a tenant with a ``requests_per_s`` quota.
 
 The id is the client's ``X-Request-ID`` when valid (see
 :func:`conveyor.telemetry.logs.request_id_from`), else a new one. It is set in a context
@@ -17,6 +18,7 @@ import time
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conveyor.quotas.headers import fields as ratelimit_fields
 from conveyor.telemetry.logs import REQUEST_ID, request_id_from
 
 log = logging.getLogger("conveyor.access")
@@ -50,6 +52,11 @@ class RequestLog:
                 status = int(message["status"])
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
                 headers.append((HEADER, encoded))
+                # Set by the request-rate dependency (api/quotas.py); a refusal already names
+                # the quota that refused it.
+                limit = state.get("ratelimit")
+                if limit is not None and not any(k.lower() == b"ratelimit" for k, _ in headers):
+                    headers.extend(ratelimit_fields(limit))
                 message = {**message, "headers": headers}
             await send(message)
 

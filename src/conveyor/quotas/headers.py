@@ -27,6 +27,12 @@ def ratelimit_field(limit: QuotaLimit) -> str:
     return f'"{limit.policy}";r={max(0, limit.remaining)};t={max(0, limit.reset)}'
 
 
+def fields(limit: QuotaLimit) -> list[tuple[bytes, bytes]]:
+    """Both fields as raw ASGI headers: what a request the rate allowed is answered with."""
+    return [(b"ratelimit-policy", policy_field(limit).encode()),
+            (b"ratelimit", ratelimit_field(limit).encode())]
+
+
 def headers(limit: QuotaLimit, *, retry_after: bool = True) -> dict[str, str]:
     """The response headers of a refusal: both fields, and ``Retry-After`` when waiting helps."""
     out = {"RateLimit-Policy": policy_field(limit), "RateLimit": ratelimit_field(limit)}

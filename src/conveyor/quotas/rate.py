@@ -32,15 +32,17 @@ class RequestRate:
         self.local = isinstance(self.storage, MemoryStorage)
         self.limiter = MovingWindowRateLimiter(self.storage)
 
-    def hit(self, tenant: str, per_s: float) -> None:
-        """Count one request of ``tenant``; raise :class:`RateLimited` past its rate."""
+    def hit(self, tenant: str, per_s: float) -> QuotaLimit:
+        """Count one request of ``tenant``; raise :class:`RateLimited` past its rate. Returns
+        the limit as this request leaves it, for the response's ``RateLimit`` fields."""
         item = rate_item(per_s)
-        if self.limiter.hit(item, "conveyor", tenant):
-            return
+        allowed = self.limiter.hit(item, "conveyor", tenant)
         stats = self.limiter.get_window_stats(item, "conveyor", tenant)
         reset = max(1, math.ceil(stats.reset_time - time.time()))
+        limit = QuotaLimit("requests_per_s", item.amount, stats.remaining, reset,
+                           window=item.get_expiry(), unit="request")
+        if allowed:
+            return limit
         raise RateLimited(
             f"more than {item.amount} requests in {item.get_expiry()} s for this tenant "
-            f"(requests_per_s {per_s:g})",
-            limit=QuotaLimit("requests_per_s", item.amount, stats.remaining, reset,
-                             window=item.get_expiry(), unit="request"))
+            f"(requests_per_s {per_s:g})", limit=limit)
