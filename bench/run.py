@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import sys
@@ -106,6 +107,9 @@ def run_one(
     target: Target, workload: str, run: int, inputs: Inputs, cfg: Config, workdir: Path
 ) -> Record:
     rec = Record(run=run, target=target.name, workload=workload)
+    # The disk starts clean: the dirty pages the previous workload left (a 1 GiB upload,
+    # another target's temp files) are written out now, not while this one's fsyncs wait.
+    os.sync()
     started = time.monotonic()
     try:
         with running(target, workdir, f"r{run}") as server:
