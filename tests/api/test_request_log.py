@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from tests.conftest import Server
 
@@ -110,6 +112,11 @@ def test_worker_command_logs_json_from_the_environment(
                       params={"pipeline": "noop", "filename": "a.txt"},
                       headers={"X-Request-ID": "made-by-api"})
     job_id = resp.json()["id"]
+    photo = io.BytesIO()
+    Image.new("RGB", (640, 480), "teal").save(photo, "JPEG")
+    image = httpx.post(f"{srv.url}/v1/jobs", content=photo.getvalue(),
+                       params={"pipeline": "image", "filename": "a.jpg"})
+    assert image.status_code == 202, image.text
     env = {**srv.env, "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "INFO"}
     done = subprocess.run([sys.executable, "-m", "conveyor", "worker", "--burst",
                            "--workers", "1"], env=env, capture_output=True, timeout=60)
@@ -118,3 +125,7 @@ def test_worker_command_logs_json_from_the_environment(
     moves = [x for x in lines if x.get("event") == "job" and x.get("job_id") == job_id]
     assert [m["state"] for m in moves] == ["running", "succeeded"]
     assert {m["request_id"] for m in moves} == {"made-by-api"}
+    assert srv.wait_state(image.json()["id"])["state"] == "succeeded"
+    # No library chatter at INFO: libvips' per-operation lines, alembic's plug-in set-up.
+    chatty = [x for x in lines if x["logger"] in ("pyvips", "alembic.runtime.plugins")]
+    assert chatty == [], chatty[:3]

@@ -29,6 +29,10 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id",
                                                      "color_message"}  # uvicorn's, with ANSI
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Libraries whose INFO lines are chatter, shown only at DEBUG: libvips (through pyvips) logs
+#: about fifteen per image ("threadpool completed with 1 workers"), alembic one per plug-in
+#: at every start. Their warnings and errors still show.
+CHATTY = ("pyvips", "alembic.runtime.plugins")
 
 
 def request_id_from(header: str | None) -> str:
@@ -88,6 +92,9 @@ def configure(level: str, fmt: str, *, process: str | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
         # uvicorn's loggers go through the root handler (and its format) like ours.
         logger = logging.getLogger(name)
