@@ -26,7 +26,8 @@ def test_expiry_and_cors(server_factory: Callable[..., Server]) -> None:
         assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
         exposed = {h.strip().lower() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
         assert {"location", "upload-offset", "upload-length", "upload-expires",
-                "tus-resumable", "conveyor-job-id", "link", "upload-metadata"} <= exposed
+                "tus-resumable", "conveyor-job-id", "link", "upload-metadata",
+                "retry-after", "ratelimit-policy", "ratelimit", "x-request-id"} <= exposed
         expires = parsedate_to_datetime(r.headers["Upload-Expires"]).timestamp()
         assert time.time() < expires <= time.time() + 3
         path = r.headers["Location"]

@@ -55,10 +55,12 @@ Every error is `application/problem+json` with a stable `code`:
 """ + "\n".join(f"- `{code}`: {text}" for code, text in problems.CODES.items())
 
 
-#: Response headers a browser on another origin may read (tus-js-client needs them).
+#: Response headers a browser on another origin may read (tus-js-client needs the tus ones; a
+#: page pacing itself reads the RateLimit fields).
 EXPOSED = ("Location", "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Expires",
            "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
-           "Tus-Checksum-Algorithm", "Conveyor-Job-Id", "Link", "Retry-After")
+           "Tus-Checksum-Algorithm", "Conveyor-Job-Id", "Link", "Retry-After",
+           "RateLimit-Policy", "RateLimit", "X-Request-ID")
 
 
 def create_app(settings: Settings | None = None, *, workers: int | None = None,
