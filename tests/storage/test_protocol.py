@@ -254,6 +254,32 @@ def test_files_in_and_out_through_the_blocking_bridge(backend: Backend, tmp_path
     blocking.close()
 
 
+def test_a_jobs_outputs_stored_at_once(backend: Backend, tmp_path: Path) -> None:
+    """put_many: every file stored whole under its key; with one that cannot be stored, the
+    others still end (stored, for the caller to drop) before its error is raised."""
+    blocking = BlockingStorage(backend.storage)
+    work = tmp_path / "work"
+    work.mkdir()
+    files = []
+    for i in range(6):  # more than MAX_PUTS threads
+        src = work / f"w{i}.bin"
+        src.write_bytes(os.urandom(1000 + i))
+        files.append((src, artifact_key("J", "t", src.name)))
+    blocking.put_many(files)
+    assert backend.objects() == sorted(key for _, key in files)
+    for src, key in files:
+        assert blocking.read_bytes(key) == src.read_bytes()
+    blocking.put_from_file(files[0][0], input_key("J"))  # the bridge still runs inline after
+    assert blocking.stat(input_key("J")).size == 1000  # type: ignore[union-attr]
+
+    blocking.delete_prefix("artifacts/")
+    missing = work / "gone.bin"
+    with pytest.raises((FileNotFoundError, StorageError)):  # local: the OS's; S3: wrapped
+        blocking.put_many([files[1], (missing, artifact_key("J", "t", "gone.bin")), files[2]])
+    assert backend.objects() == sorted([input_key("J"), files[1][1], files[2][1]])
+    blocking.close()
+
+
 def test_ping(backend: Backend) -> None:
     run(backend.storage.ping)
     assert backend.objects() == []
