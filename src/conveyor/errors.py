@@ -29,6 +29,7 @@ exception type -> status, the stable ``code`` taken from the exception).
     │   ├── UploadGone          410 gone: the upload expired or was terminated
     │   ├── OffsetMismatch      409 offset_mismatch: Upload-Offset is not the upload's offset
     │   ├── UploadLocked        423 locked: another request is writing this upload
+    │   ├── UploadElsewhere     409 upload_elsewhere: this server does not hold the bytes
     │   ├── ChecksumMismatch    460 checksum_mismatch: Upload-Checksum does not match the body
     │   ├── UnsupportedMedia    415 unsupported_media_type
     │   └── TusVersion          412 unsupported_version: a Tus-Resumable other than 1.0.0
@@ -208,6 +209,12 @@ class OffsetMismatch(TusError):
 
 class UploadLocked(TusError):
     code = "locked"
+
+
+class UploadElsewhere(TusError):
+    """The upload's staged bytes are not on this server (another one received them)."""
+
+    code = "upload_elsewhere"
 
 
 class ChecksumMismatch(TusError):

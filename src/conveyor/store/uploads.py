@@ -117,13 +117,14 @@ class Uploads:
                 .limit(limit)
             ).scalars())
 
-    def complete_unfinished(self) -> list[str]:
-        """Receiving uploads that have all their bytes: a crash came before their job."""
+    def complete_unfinished(self) -> list[tuple[str, int]]:
+        """Receiving uploads that have all their bytes (a crash came before their job), with
+        their lengths."""
         with self.db.reader.connect() as conn:
-            return list(conn.execute(
-                select(uploads.c.id)
+            return [(str(i), int(n)) for i, n in conn.execute(
+                select(uploads.c.id, uploads.c.length)
                 .where(uploads.c.state == RECEIVING, uploads.c.upload_offset == uploads.c.length)
-            ).scalars())
+            )]
 
     def receiving(self, ids: list[str]) -> set[str]:
         """Those of ``ids`` that are still receiving (their staged bytes are wanted)."""

@@ -15,7 +15,13 @@ from typing import Any
 from anyio import to_thread
 from ulid import ULID
 
-from conveyor.errors import OffsetMismatch, UploadGone, UploadLocked, UploadNotFound
+from conveyor.errors import (
+    OffsetMismatch,
+    UploadElsewhere,
+    UploadGone,
+    UploadLocked,
+    UploadNotFound,
+)
 from conveyor.settings import Settings
 from conveyor.storage import Storage
 from conveyor.store import Store
@@ -55,7 +61,7 @@ class TusUploads:
         all in but whose job a crash lost gets it now."""
         upload = await self.load(upload_id, tenant_id)
         if upload.state == RECEIVING and upload.offset == upload.length:
-            upload = await self._complete(upload_id)
+            upload = await self._complete(upload_id, upload.length)
         return upload
 
     # -- writing -------------------------------------------------------------------------
@@ -66,7 +72,7 @@ class TusUploads:
             upload_id=str(ULID()), job_id=str(ULID()), tenant_id=tenant_id, length=length,
             metadata=metadata, params=params, expires_at=time.time() + self.expiry_s))
         if length == 0:
-            upload = await self._complete(upload.id)  # an empty file is complete at once
+            upload = await self._complete(upload.id, 0)  # an empty file is complete at once
         return upload
 
     async def patch(self, upload_id: str, offset: int, body: AsyncIterator[bytes],
@@ -77,12 +83,13 @@ class TusUploads:
         self._check_offset(upload, offset)
         if upload.state == DONE:
             return upload, False  # a repeat of the last PATCH (its answer was lost)
-        staged = await self._lock(upload_id)
+        staged = await self._lock(upload_id, upload.offset)
         try:
             upload = await self.load(upload_id)  # another request may have moved it meanwhile
-            self._check_offset(upload, offset)
             if upload.state == DONE:
                 return upload, False
+            await to_thread.run_sync(self.staging.check, staged, upload_id, upload.offset)
+            self._check_offset(upload, offset)
             got = await receive(body, staged, upload.offset, upload.length,
                                 await self._sha256(upload), checksum)
             upload = await self._advance(upload, got)
@@ -94,8 +101,14 @@ class TusUploads:
 
     async def terminate(self, upload_id: str, tenant_id: str | None = None) -> None:
         """Remove the upload and its bytes (of ``tenant_id``, when given: see :meth:`load`)."""
-        await self.load(upload_id, tenant_id)
-        staged = await self._lock(upload_id)
+        upload = await self.load(upload_id, tenant_id)
+        try:
+            staged = await self._lock(upload_id, upload.offset)
+        except UploadElsewhere:
+            # Its bytes are on the server that received them, which removes them in its next
+            # sweep: the upload ends here all the same.
+            await to_thread.run_sync(self.store.uploads.end, upload_id, TERMINATED)
+            return
         try:
             # A done upload's job stays (DELETE /v1/jobs/{id} removes it); the upload goes.
             await to_thread.run_sync(self.store.uploads.end, upload_id, TERMINATED)
@@ -111,8 +124,8 @@ class TusUploads:
         if offset != upload.offset:
             raise OffsetMismatch(f"Upload-Offset is {offset}, the upload is at {upload.offset}")
 
-    async def _lock(self, upload_id: str) -> StagedFile:
-        staged = await to_thread.run_sync(self.staging.lock, upload_id)
+    async def _lock(self, upload_id: str, offset: int) -> StagedFile:
+        staged = await to_thread.run_sync(lambda: self.staging.lock(upload_id, create=offset == 0))
         if staged is None:
             raise UploadLocked(f"another request is writing upload {upload_id}")
         return staged
@@ -142,15 +155,23 @@ class TusUploads:
         self._hashes.pop(upload.id, None)
         return await self.load(upload.id)
 
-    async def _complete(self, upload_id: str) -> Upload:
-        """Finish a receiving upload that has every byte, unless a request holds it now."""
-        staged = await to_thread.run_sync(self.staging.lock, upload_id)
+    async def _complete(self, upload_id: str, length: int) -> Upload:
+        """Finish a receiving upload that has every byte, unless a request holds it now or
+        another server holds its bytes (that server finishes it, at its next HEAD or start)."""
+        try:
+            staged = await to_thread.run_sync(
+                lambda: self.staging.lock(upload_id, create=length == 0))
+        except UploadElsewhere:
+            staged = None
         if staged is None:
             return await self.load(upload_id)
         try:
             upload = await self.load(upload_id)
             if upload.state == RECEIVING and upload.offset == upload.length:
+                await to_thread.run_sync(self.staging.check, staged, upload_id, upload.length)
                 upload = await self._finish_locked(upload)
+            return upload
+        except UploadElsewhere:
             return upload
         finally:
             await to_thread.run_sync(staged.close)
@@ -161,15 +182,10 @@ class TusUploads:
         """At start-up: commit the jobs a crash left after their last byte, and remove
         staged files no receiving upload owns."""
         finished = 0
-        for upload_id in await to_thread.run_sync(self.store.uploads.complete_unfinished):
-            upload = await self._complete(upload_id)
+        for upload_id, length in await to_thread.run_sync(self.store.uploads.complete_unfinished):
+            upload = await self._complete(upload_id, length)
             finished += upload.state == DONE
-        staged = await to_thread.run_sync(self.staging.ids)
-        wanted = await to_thread.run_sync(self.store.uploads.receiving, staged)
-        removed = 0
-        for upload_id in staged:
-            if upload_id not in wanted:
-                removed += await self._drop(upload_id, None)
+        removed = await self._drop_strays()
         if finished or removed:
             log.info("tus recovery: %d jobs committed, %d stray staged files removed",
                      finished, removed)
@@ -182,12 +198,31 @@ class TusUploads:
         removed = 0
         for upload_id in await to_thread.run_sync(self.store.uploads.due, now):
             removed += await self._drop(upload_id, now)
+        # Bytes of uploads that ended at another server (terminated or expired there).
+        removed += await self._drop_strays()
         before = now - self.settings.retention.total_seconds()
         await to_thread.run_sync(self.store.uploads.forget, before)
         return removed
 
+    async def _drop_strays(self) -> int:
+        """Remove the staged files of this server that no receiving upload owns."""
+        staged = await to_thread.run_sync(self.staging.ids)
+        wanted = await to_thread.run_sync(self.store.uploads.receiving, staged)
+        removed = 0
+        for upload_id in staged:
+            if upload_id not in wanted:
+                removed += await self._drop(upload_id, None)
+        return removed
+
     async def _drop(self, upload_id: str, due_before: float | None) -> int:
-        staged = await to_thread.run_sync(self.staging.lock, upload_id)
+        try:
+            staged = await to_thread.run_sync(lambda: self.staging.lock(upload_id, create=False))
+        except UploadElsewhere:  # no bytes here (none sent yet, or another server has them)
+            if due_before is None:
+                return 0
+            ended = await to_thread.run_sync(self.store.uploads.end, upload_id, EXPIRED,
+                                             due_before)
+            return int(ended)
         if staged is None:
             return 0  # a request is writing it: not expired, not stray
         try:

@@ -8,6 +8,10 @@ checksum, before it truncated them): the database's offset is the truth, and eac
 cuts the file back to it. A PATCH holds an exclusive ``flock`` on the file for its whole
 length, so two requests on one upload never interleave their bytes, in one server process or
 in several on the same machine (and a crashed process's lock goes with it).
+
+The bytes are on the disk of the server that received them. A server asked to go on with an
+upload whose file it does not have refuses (``UploadElsewhere``) rather than start a new file
+at a later offset: only an upload at offset 0 gets a new file.
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ import os
 import re
 from pathlib import Path
 
+from conveyor.errors import UploadElsewhere
 from conveyor.processors.sniff import SNIFF_BYTES
 
 _ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 READ_CHUNK = 1024 * 1024
+
+
+def _elsewhere(upload_id: str) -> UploadElsewhere:
+    return UploadElsewhere(f"the bytes of upload {upload_id} are not on this server: another "
+                           "conveyor server received them; send the upload's requests there")
 
 
 def valid_id(upload_id: str) -> bool:
@@ -47,9 +57,15 @@ FLUSH_EVERY = 8 * 1024 * 1024
 class StagedFile:
     """An upload's staged file, open and locked; ``close()`` releases the lock."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, created: bool = False) -> None:
         self.path, self.fd = path, fd
         self.unflushed = 0
+        #: This request made the file: it is removed again if the upload turns out to be
+        #: another server's (:meth:`Staging.check`).
+        self.created = created
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
 
     def cut(self, offset: int) -> None:
         """Drop what lies past ``offset`` (never acknowledged) and write from there."""
@@ -83,11 +99,18 @@ class Staging:
             raise ValueError(f"not an upload id: {upload_id!r}")
         return self.root / f"{upload_id}.bin"
 
-    def lock(self, upload_id: str) -> StagedFile | None:
-        """Open (creating) and lock the upload's file, or None when another request holds it."""
+    def lock(self, upload_id: str, *, create: bool) -> StagedFile | None:
+        """Open and lock the upload's file, or None when another request holds it.
+
+        ``create`` (an upload at offset 0) makes a missing file. Otherwise the upload's
+        bytes must be here already; when the file is missing, another server received them
+        (``UploadElsewhere``)."""
         path = self.path(upload_id)
-        created = not path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        created = create and not path.exists()
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+        except FileNotFoundError:
+            raise _elsewhere(upload_id) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,7 +121,18 @@ class Staging:
             raise
         if created:
             _fsync_dir(self.root)  # the file's name is durable before an offset counts on it
-        return StagedFile(path, fd)
+        return StagedFile(path, fd, created)
+
+    @staticmethod
+    def check(staged: StagedFile, upload_id: str, offset: int) -> None:
+        """Refuse (``UploadElsewhere``) a locked file that holds fewer than ``offset`` bytes:
+        the upload moved on at another server meanwhile. A file made by this request is
+        removed again (the lock is still held)."""
+        if staged.size() >= offset:
+            return
+        if staged.created:
+            staged.path.unlink(missing_ok=True)
+        raise _elsewhere(upload_id)
 
     def sha256(self, upload_id: str, length: int) -> hashlib._Hash:
         """Hash the first ``length`` staged bytes (when this process lost its running hash)."""
