@@ -326,32 +326,18 @@ def _profile(
     import duckdb
 
     src = f"read_parquet({_q(str(parquet))})"
-    # One scan for every column's stats (SUMMARIZE also computes quantiles: twice the cost).
-    parts = []
-    for col in schema:
-        c = _ident(col["name"])
-        mean = f"avg({c})" if _numeric(col["type"]) else "NULL"
-        parts.append(
-            f"count(*) - count({c}), approx_count_distinct({c}), "
-            f"min({c})::VARCHAR, max({c})::VARCHAR, {mean}"
-        )
-    try:
-        stats = con.execute(f"SELECT {', '.join(parts)} FROM {src}").fetchone() or ()
-    except duckdb.Error:  # a type without min/max (e.g. a map): fall back to counts only
-        stats = ()
+    bounds = [_bounds(con, src, col["name"]) for col in schema]
+    spread = _spread(con, src, schema)
     out: list[dict[str, Any]] = []
-    for i, col in enumerate(schema):
-        nulls, distinct, low, high, mean = (
-            stats[i * 5 : i * 5 + 5] if stats else (None, None, None, None, None)
-        )
+    for col, (nulls, low, high), (distinct, mean) in zip(schema, bounds, spread, strict=True):
         entry: dict[str, Any] = {
             "name": col["name"],
             "type": col["type"],
-            "nulls": int(nulls) if nulls is not None else None,
-            "approx_distinct": int(distinct) if distinct is not None else None,
+            "nulls": nulls,
+            "approx_distinct": distinct,
             "min": low,
             "max": high,
-            "mean": _float(mean),
+            "mean": mean,
         }
         # Mostly-unique columns (ids, amounts) have no telling top values: skip the GROUP BY.
         limit = min(TOP_VALUES_MAX_DISTINCT, max(rows // 2, 20))
@@ -371,6 +357,49 @@ def _profile(
             entry["top_values"] = None
         out.append(entry)
     return out
+
+
+def _bounds(con: duckdb.DuckDBPyConnection, src: str, name: str
+            ) -> tuple[int | None, str | None, str | None]:
+    """A column's null count, min and max. One query per column: DuckDB answers these from
+    the Parquet file's statistics, without a scan, but only when every aggregate of the query
+    can be (one column without statistics made a query over all of them scan them all)."""
+    import duckdb
+
+    c = _ident(name)
+    try:
+        row = con.execute(
+            f"SELECT count(*) - count({c}), min({c})::VARCHAR, max({c})::VARCHAR FROM {src}"
+        ).fetchone()
+    except duckdb.Error:  # a type without min/max (e.g. a map): the null count only
+        try:
+            row = con.execute(f"SELECT count(*) - count({c}), NULL, NULL FROM {src}").fetchone()
+        except duckdb.Error:
+            return None, None, None
+    if row is None:
+        return None, None, None
+    nulls, low, high = row
+    return (int(nulls) if nulls is not None else None), low, high
+
+
+def _spread(con: duckdb.DuckDBPyConnection, src: str, schema: list[dict[str, str]]
+            ) -> list[tuple[int | None, float | None]]:
+    """Each column's approximate distinct count and (numeric columns) mean: one scan."""
+    import duckdb
+
+    parts = []
+    for col in schema:
+        c = _ident(col["name"])
+        mean = f"avg({c})" if _numeric(col["type"]) else "NULL"
+        parts.append(f"approx_count_distinct({c}), {mean}")
+    try:
+        row = con.execute(f"SELECT {', '.join(parts)} FROM {src}").fetchone() or ()
+    except duckdb.Error:  # a type that cannot be counted: no spread for any column
+        row = ()
+    if not row:
+        return [(None, None)] * len(schema)
+    return [(int(row[i]) if row[i] is not None else None, _float(row[i + 1]))
+            for i in range(0, 2 * len(schema), 2)]
 
 
 def _numeric(typ: str) -> bool:
