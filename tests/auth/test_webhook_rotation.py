@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -20,48 +18,16 @@ from conveyor.webhooks.signing import (
     verify,
 )
 from tests.auth.conftest import Keyed, keyed_server
-from tests.conftest import free_port
+from tests.webhooks.receiver import Receiver
 
 SERVER_SECRET = generate_secret()
-
-
-class Receiver:
-    """A real HTTP receiver keeping each delivery's headers and raw body."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.got: list[tuple[dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def for_job(self, job_id: str, timeout: float = 60) -> tuple[dict[str, str], bytes]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for headers, body in self.got:
-                if job_id.encode() in body:
-                    return headers, body
-            time.sleep(0.05)
-        raise AssertionError(f"no webhook for {job_id}")
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
     yield rec
-    rec.httpd.shutdown()
-    rec.httpd.server_close()
+    rec.close()
 
 
 @pytest.fixture(scope="module")

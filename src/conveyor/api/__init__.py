@@ -105,7 +105,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
         app.state.services = svc
         app.state.auth = Authenticator(store.keys, settings.auth, loopback=loopback)
         await hub.start()
-        outbox = Outbox(settings, store, load_secret(settings), hub.changed)
+        secret = await to_thread.run_sync(load_secret, settings, store)
+        outbox = Outbox(settings, store, secret, hub.changed)
         outbox.start()
         retention = asyncio.create_task(
             retention_loop(store, storage, settings.sweep_interval_s, grace, uploads),

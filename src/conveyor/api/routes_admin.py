@@ -191,7 +191,7 @@ async def delete_tenant(tenant_id: str, svc: Svc, _caller: IsAdmin) -> Response:
              responses=_ERRORS, summary="Rotate a tenant's webhook secret")
 async def rotate_secret(tenant_id: str, svc: Svc, _caller: IsAdmin) -> dict[str, Any]:
     overlap = svc.settings.webhook_secret_overlap.total_seconds()
-    server_secret = await to_thread.run_sync(load_secret, svc.settings)
+    server_secret = await to_thread.run_sync(load_secret, svc.settings, svc.store)
     secret = await to_thread.run_sync(svc.store.tenants.rotate_webhook_secret, tenant_id,
                                       overlap, server_secret)
     tenant = await to_thread.run_sync(svc.store.tenants.get, tenant_id)

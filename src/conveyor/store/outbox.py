@@ -8,12 +8,15 @@ import uuid
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from conveyor.models import EventType
 from conveyor.store.database import Database, Tx, dumps
 from conveyor.store.records import Delivery, OutboxMessage
-from conveyor.store.tables import deliveries, outbox
+from conveyor.store.tables import deliveries, outbox, server_values
 
+#: The ``server_values`` row of the generated server-wide webhook secret.
+WEBHOOK_SECRET = "webhook_secret"
 #: What a delivery outcome leaves the message in; anything else keeps it pending (a retry).
 _FINAL_STATE = {"delivered": "delivered", "disabled": "disabled", "failed": "failed"}
 
@@ -35,15 +38,42 @@ class Outbox:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def due(self, now: float, limit: int = 50) -> list[OutboxMessage]:
-        with self.db.reader.connect() as conn:
-            rows = conn.execute(
+    def claim(self, now: float, lease_s: float, limit: int = 50) -> list[OutboxMessage]:
+        """Take up to ``limit`` due messages to deliver. Their next attempt moves ``lease_s``
+        ahead in the same transaction, so the delivery loop of another server on this database
+        does not send them too; a server that dies before recording its attempt leaves them
+        due again when the lease ends (at-least-once). ``SKIP LOCKED`` (PostgreSQL) lets
+        claims run side by side; SQLite serialises them."""
+        with self.db.tx() as tx:
+            rows = tx.execute(
                 select(outbox)
                 .where(outbox.c.state == "pending", outbox.c.next_attempt_at <= now)
                 .order_by(outbox.c.next_attempt_at, outbox.c.id)
                 .limit(limit)
-            )
-            return [OutboxMessage.from_row(r) for r in rows]
+                .with_for_update(skip_locked=True)
+            ).all()
+            if rows:
+                tx.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                           .values(next_attempt_at=now + lease_s))
+        return [OutboxMessage.from_row(r) for r in rows]
+
+    def shared_secret(self, candidate: str) -> str:
+        """The server-wide webhook secret of every server on this database: the stored one,
+        else ``candidate``, stored now (of servers starting together, one stores its own)."""
+        for _ in range(2):
+            with self.db.reader.connect() as conn:
+                found = conn.execute(select(server_values.c.value)
+                                     .where(server_values.c.name == WEBHOOK_SECRET)).scalar()
+            if found is not None:
+                return str(found)
+            try:
+                with self.db.tx() as tx:
+                    tx.execute(insert(server_values).values(
+                        name=WEBHOOK_SECRET, value=candidate, created_at=time.time()))
+                return candidate
+            except IntegrityError:
+                continue  # another server stored its own meanwhile: read it
+        raise RuntimeError("the shared webhook secret could be neither read nor stored")
 
     def next_due_at(self) -> float | None:
         with self.db.reader.connect() as conn:

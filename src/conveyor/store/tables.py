@@ -135,6 +135,15 @@ outbox = Table(
 )
 Index("ix_outbox_due", outbox.c.state, outbox.c.next_attempt_at)
 
+#: Values every server of the database shares (0008): the generated webhook secret.
+server_values = Table(
+    "server_values",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 deliveries = Table(
     "webhook_deliveries",
     metadata,

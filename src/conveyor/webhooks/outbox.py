@@ -28,18 +28,28 @@ from conveyor.webhooks.ssrf import AllowList, UnsafeUrl, check_url
 log = logging.getLogger("conveyor.webhooks")
 
 
-def load_secret(settings: Settings) -> str:
-    """``CONVEYOR_WEBHOOK_SECRET``, else a secret generated once into the data dir."""
+def load_secret(settings: Settings, store: Store) -> str:
+    """``CONVEYOR_WEBHOOK_SECRET``, else the secret every server on this database shares (kept
+    in the database). The first server to start gives its own: the one in its data dir from
+    an earlier version, or a new one. Each server writes the shared secret to
+    ``<data dir>/webhook-secret`` too, where an operator reads it."""
     if settings.webhook_secret:
         return settings.webhook_secret
     path: Path = settings.data_dir / "webhook-secret"
-    if path.exists():
-        return path.read_text().strip()
-    secret = generate_secret()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    mine = path.read_text().strip() if path.exists() else None
+    shared = store.outbox.shared_secret(mine or generate_secret())
+    if mine == shared:
+        return shared
+    if mine is not None:
+        log.warning("%s held another webhook secret than the one the servers on this database "
+                    "share: it is replaced by the shared one (set CONVEYOR_WEBHOOK_SECRET to "
+                    "choose it)", path)
+    tmp = path.with_name(f".webhook-secret.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
-    return secret
+        fh.write(shared + "\n")
+    os.replace(tmp, path)
+    return shared
 
 
 class Outbox:
@@ -78,7 +88,11 @@ class Outbox:
                 await asyncio.sleep(wait)
 
     async def deliver_due(self) -> int:
-        due = await to_thread.run_sync(lambda: self.store.outbox.due(time.time()))
+        # Claimed for as long as an attempt may take (the address check, the request and its
+        # record), with room to spare: no other server sends them meanwhile. A server that
+        # dies with them claimed delays them by this much.
+        lease = 3 * self.settings.webhook_timeout_s + 5
+        due = await to_thread.run_sync(lambda: self.store.outbox.claim(time.time(), lease))
         if due:
             await asyncio.gather(*(self.deliver(m) for m in due))
         return len(due)
