@@ -110,3 +110,32 @@ def test_sigkill_with_uploads_in_flight(server_factory: Callable[..., Server],
     assert set(stored) == {f"inputs/{job_id}" for job_id in acknowledged}
     for job_id in acknowledged:
         assert again.wait_state(job_id)["state"] == "succeeded"
+
+
+def test_a_second_server_on_the_data_dir_leaves_uploads_in_flight(
+        server_factory: Callable[..., Server]) -> None:
+    """A second ``conveyor serve`` on the same data dir (or a restart that overlaps the old
+    process) sweeps at start-up, without grace: it must take only what dead writers left.
+    It used to delete the temp file of an upload in flight, which then failed with a 500."""
+    first = server_factory(CONVEYOR_WORKERS="1")
+    size = 8_000_000  # 6 s at the pace of _slow_upload: the second server starts meanwhile
+    data = os.urandom(size)
+    results, sent = [0], [0]
+    upload = threading.Thread(target=_slow_upload, args=(first.port, data, results, sent, 0))
+    upload.start()
+    deadline = time.monotonic() + 10
+    while _holding_bytes(first) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _holding_bytes(first) == 1, "the upload never reached the disk"
+    # Its temp file was last written long ago, as far as the sweep can tell.
+    [temp] = list((first.data_dir / "files" / "tmp").iterdir())
+    os.utime(temp, (time.time() - 3600, time.time() - 3600))
+    second = server_factory(data_dir=first.data_dir, CONVEYOR_WORKERS="0")
+    assert sent[0] < size, "the upload ended before the second server started"
+    upload.join(60)
+    assert results == [202]
+    listed = httpx.get(f"{second.url}/v1/jobs").json()["items"]
+    assert len(listed) == 1
+    assert listed[0]["input"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert first.wait_state(listed[0]["id"])["state"] == "succeeded"
+    assert second.stored("inputs/") == {f"inputs/{listed[0]['id']}": data}

@@ -183,7 +183,10 @@ def test_slow_endpoint_does_not_grow_server_memory(
         elapsed = time.monotonic() - started
         assert resp.status_code == 202, resp.text
         assert slow.carried >= size  # every byte went through the slow endpoint
-        assert elapsed > size / 2_000_000 / 3  # ... at its pace (a few connections at once)
+        # ... at its pace: PART_CONCURRENCY (2) parts in flight, and the socket buffers of
+        # each connection, carry at most about four connections' worth at once (3.0 measured
+        # on an idle machine: a bound of 3 failed there). Unthrottled, this takes 0.3 s.
+        assert elapsed > size / 2_000_000 / 4
         growth = max(peak) - before
         # Held back by back-pressure, the body never piles up in the server.
         assert growth < size / 2, f"RSS grew {growth / 1e6:.1f} MB for a {size / 1e6:.0f} MB body"

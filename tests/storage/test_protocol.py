@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -222,12 +225,52 @@ def test_sweep_removes_unfinished_writes(backend: Backend) -> None:
         await asyncio.sleep(0.3)  # the first part is on its way
         if backend.moto is None:  # moto dates every multipart upload in 2010: never young
             assert await local.sweep(older_than_s=3600) == 0  # too young
+            # A local writer holds its temp file's lock: no sweep takes it while it writes.
+            assert await local.sweep() == 0
+            writer._fh.close()  # type: ignore[attr-defined]  # "crashed": the lock goes
         removed = await local.sweep()
         await writer.abort()  # the "crashed" writer's file handle
         return removed
 
     assert run(go) == 1
     assert backend.objects() == []
+
+
+_WRITER = """
+import asyncio, sys
+from pathlib import Path
+from conveyor.storage import LocalStorage, input_key
+
+async def main():
+    writer = await LocalStorage(Path(sys.argv[1])).open_writer(input_key("J"))
+    await writer.write(b"x" * (1 << 20))
+    print("written", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_a_sweep_leaves_the_writes_of_other_live_processes(tmp_path: Path) -> None:
+    """Several processes on one data dir (a second ``conveyor serve``, a restart that
+    overlaps the old process): a sweep, even without grace, takes only the temp files of
+    writers that are gone, however old their last write."""
+    root = tmp_path / "files"
+    local = LocalStorage(root)
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, str(root)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "written"
+        [temp] = list((root / "tmp").iterdir())
+        os.utime(temp, (time.time() - 3600, time.time() - 3600))  # last written an hour ago
+        assert run(lambda: local.sweep()) == 0
+        assert temp.exists()
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()  # type: ignore[union-attr]
+    assert run(lambda: local.sweep()) == 1  # its writer is gone now
+    assert list((root / "tmp").iterdir()) == []
 
 
 def test_files_in_and_out_through_the_blocking_bridge(backend: Backend, tmp_path: Path) -> None:

@@ -23,26 +23,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.maintenance")
 
 
+#: An input without a job row is an orphan only once it is this old: the upload that stored
+#: it may still be committing its job, in this process or another on the same storage.
+ORPHAN_MIN_AGE_S = 300.0
+
+
 async def startup_sweep(store: Store, storage: Storage, grace_s: float = 0.0) -> dict[str, int]:
     """Remove writes of uploads that never got a 202, and inputs no job row points at.
 
-    On local storage this runs at start-up with no grace: this process is the only writer.
-    On shared storage (S3) another node may be between ``complete`` and its row's commit, so
-    only what is older than ``grace_s`` goes (and the sweep repeats, see :func:`retention_loop`).
+    At start-up, and again every sweep interval (:func:`retention_loop`). Other processes may
+    be writing meanwhile: other ``conveyor serve`` processes on the same data dir or storage,
+    or the process a restart replaces. On local storage a temp file goes only once its writer
+    is gone (its lock is free), so no grace is needed; on S3 only what is older than
+    ``grace_s`` goes. An input without a job row goes once it is older than ``grace_s`` and
+    than :data:`ORPHAN_MIN_AGE_S` (its upload may be between ``complete`` and its row's
+    commit).
     """
     temps = await storage.sweep(grace_s)
     keys = await storage.keys(INPUTS)
     by_id = {job_id: key for key in keys if (job_id := input_job_id(key)) is not None}
     known = await to_thread.run_sync(store.maintenance.existing_ids, list(by_id))
     orphans = 0
-    cutoff = time.time() - grace_s
+    cutoff = time.time() - max(grace_s, ORPHAN_MIN_AGE_S)
     for job_id, key in by_id.items():
         if job_id in known:
             continue
-        if grace_s > 0:
-            info = await storage.stat(key)
-            if info is None or info.modified is None or info.modified > cutoff:
-                continue
+        info = await storage.stat(key)
+        if info is None or info.modified is None or info.modified > cutoff:
+            continue
         await storage.delete(key)
         orphans += 1
     if temps or orphans:
@@ -97,7 +105,7 @@ async def retention_loop(store: Store, storage: Storage, interval_s: float,
                 n = await uploads.sweep()
                 if n:
                     log.info("retention sweep removed %d expired uploads", n)
-        if storage.shared:  # leftovers of crashed nodes: there is no start-up to sweep them
-            with contextlib.suppress(Exception):
-                await startup_sweep(store, storage, grace_s)
+        # Leftovers of crashed processes, and orphans too young at start-up.
+        with contextlib.suppress(Exception):
+            await startup_sweep(store, storage, grace_s)
         await asyncio.sleep(interval_s)

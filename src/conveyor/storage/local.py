@@ -2,6 +2,11 @@
 
 Blocking file calls run in a thread (``asyncio.to_thread``), so the event loop never waits on
 the disk; the worker's blocking bridge runs them inline instead.
+
+Several processes may share the root (``conveyor serve`` processes on one data dir, their
+workers, a restart that overlaps the process it replaces). A temp file is ``flock``-ed by its
+writer for as long as it is written, so a sweep, in whichever process, removes only the temp
+files of writers that are gone.
 """
 
 from __future__ import annotations
@@ -9,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
@@ -77,6 +83,39 @@ def _makedirs(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _lock_new(path: Path, make: Callable[[], None]) -> int:
+    """``make()`` creates the temp file ``path``; returns a descriptor of it holding its
+    ``flock``. A sweep may remove the file between its creation and the lock: then the lock
+    is on a name that is gone, and the file is made again."""
+    while True:
+        make()
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _remove_unlocked(path: str) -> int:
+    """Remove the temp file at ``path`` unless a writer holds its lock: 1 if removed."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # a writer, in this process or another, is still at it
+        os.unlink(path)  # under the lock: a writer that locks it next sees the name gone
+        return 1
+    finally:
+        os.close(fd)
+
+
 def _publish(tmp: Path, target: Path) -> None:
     """The bytes of ``tmp`` are durable: rename them to ``target`` and make the rename durable."""
     _makedirs(target.parent)
@@ -96,7 +135,10 @@ class LocalWriter:
 
     def _file(self) -> BinaryIO:
         if self._fh is None:
-            self._fh = open(self._tmp, "xb")  # closed by complete or abort
+            # Locked until closed (by complete or abort): no sweep takes it meanwhile.
+            fd = _lock_new(self._tmp, lambda: os.close(
+                os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)))
+            self._fh = open(fd, "wb")
         return self._fh
 
     def _write(self, chunk: bytes | bytearray) -> None:
@@ -283,28 +325,37 @@ class LocalStorage:
 
     def _put_from_file(self, src: Path, target: Path) -> None:
         tmp = self._new_tmp()
+
+        def make() -> None:
+            try:
+                os.link(src, tmp)  # the source stays where it is, untouched
+            except OSError:
+                shutil.copyfile(src, tmp)
+
+        fd: int | None = None
         try:
             with _room():
-                try:
-                    os.link(src, tmp)  # the source stays where it is, untouched
-                except OSError:
-                    shutil.copyfile(src, tmp)
-                _fsync_file(tmp)
+                fd = _lock_new(tmp, make)
+                os.fsync(fd)
                 _publish(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     async def sweep(self, older_than_s: float = 0.0) -> int:
         return await asyncio.to_thread(self._sweep, time.time() - older_than_s)
 
     def _sweep(self, cutoff: float) -> int:
+        """Remove the temp files last written before ``cutoff`` whose writer is gone (no
+        process holds their lock)."""
         removed = 0
         for entry in os.scandir(self._tmp):
             with contextlib.suppress(FileNotFoundError):
                 if entry.stat().st_mtime <= cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
+                    removed += _remove_unlocked(entry.path)
         return removed
 
     async def ping(self) -> None:
