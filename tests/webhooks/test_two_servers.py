@@ -3,19 +3,17 @@ signed with the one secret they share."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 
 from conveyor.webhooks.signing import generate_secret, verify
-from tests.conftest import Server, free_port
+from tests.conftest import Server
 from tests.engine.conftest import db_url  # noqa: F401 - the fixture, parametrised
-from tests.webhooks.receiver import Receiver
+from tests.webhooks.receiver import Receiver, deliveries
 
 
 def test_each_webhook_once_with_the_shared_secret(
@@ -36,7 +34,7 @@ def test_each_webhook_once_with_the_shared_secret(
     a.start()
     b.start()
     try:
-        hook = f"http://127.0.0.1:{receiver.port}/hook"
+        hook = receiver.url
         jobs = []
         for i in range(12):
             srv = (a, b)[i % 2]
@@ -66,24 +64,7 @@ def test_a_webhook_claimed_by_a_server_that_died_is_sent_by_another(
         server_factory: Callable[..., Server], tmp_path: Path) -> None:
     """At-least-once: the claim is a lease. Server A dies while its request hangs; once the
     lease (3 x the 0.5 s time-out + 5 s) ends, server B sends the same message."""
-    got: list[str] = []
-    hang = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["content-length"]))
-            got.append(self.headers["webhook-id"])
-            if len(got) == 1:
-                hang.wait(30)  # the first send never gets its answer
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    port = free_port()
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    hook = Receiver(hold_first=True)
     shared = {"CONVEYOR_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
               "CONVEYOR_WORKERS": "1", "CONVEYOR_STORAGE_URL": f"file://{tmp_path / 'files'}",
               "CONVEYOR_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
@@ -91,27 +72,17 @@ def test_a_webhook_claimed_by_a_server_that_died_is_sent_by_another(
     try:
         a = server_factory(**shared)
         r = httpx.post(f"{a.url}/v1/jobs", files={"file": ("x.txt", b"x")}, timeout=30,
-                       data={"pipeline": "noop", "webhook_url": f"http://127.0.0.1:{port}/h"})
+                       data={"pipeline": "noop", "webhook_url": hook.url})
         assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 30
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert got, "A never sent the webhook"
+        assert hook.first.wait(30), "A never sent the webhook"
         a.kill()
-        killed = time.monotonic()
         b = server_factory(**shared)
-        while len(got) < 2 and time.monotonic() < killed + 30:
-            time.sleep(0.05)
-        waited = time.monotonic() - killed
+        waited = hook.wait_for(2)
+        sent = hook.ids()
     finally:
-        hang.set()
-        httpd.shutdown()
-        httpd.server_close()
-    assert got[1:] == got[:1], got  # the same message, sent again by B
+        hook.close()
+    assert sent[1:] == sent[:1], sent  # the same message, sent again by B
     assert 3 < waited < 20, waited  # not before A's lease ended
     # A's attempt was never recorded (it died first); B's is, as the first attempt.
-    url = f"{b.url}/v1/jobs/{r.json()['id']}/deliveries"
-    deadline = time.monotonic() + 10
-    while not (attempts := httpx.get(url, timeout=10).json()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    attempts = deliveries(b.url, r.json()["id"])
     assert [(d["attempt"], d["outcome"]) for d in attempts] == [(1, "delivered")], attempts

@@ -57,6 +57,17 @@ class Outbox:
                            .values(next_attempt_at=now + lease_s))
         return [OutboxMessage.from_row(r) for r in rows]
 
+    def release(self, messages: list[OutboxMessage]) -> None:
+        """Give back claimed messages whose attempt was cut short before it was recorded
+        (a server stopping): due again at once."""
+        now = time.time()
+        with self.db.tx() as tx:
+            for m in messages:
+                tx.execute(update(outbox)
+                           .where(outbox.c.id == m.id, outbox.c.state == "pending",
+                                  outbox.c.attempts == m.attempts)
+                           .values(next_attempt_at=now))
+
     def shared_secret(self, candidate: str) -> str:
         """The server-wide webhook secret of every server on this database: the stored one,
         else ``candidate``, stored now (of servers starting together, one stores its own)."""

@@ -52,6 +52,10 @@ def load_secret(settings: Settings, store: Store) -> str:
     return shared
 
 
+#: Deliveries in flight at once per server: a slow endpoint holds one of them, not the rest.
+MAX_IN_FLIGHT = 64
+
+
 class Outbox:
     def __init__(self, settings: Settings, store: Store, secret: str,
                  changed: asyncio.Event | None = None) -> None:
@@ -62,6 +66,8 @@ class Outbox:
         self.changed = changed
         self.rng = random.Random()
         self._task: asyncio.Task[None] | None = None
+        #: Deliveries running, each with the message it sends.
+        self._sending: dict[asyncio.Task[None], OutboxMessage] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="conveyor-webhooks")
@@ -71,6 +77,14 @@ class Outbox:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # Deliveries cut short give their messages back at once (not after their claim ends).
+        cut = list(self._sending.values())
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        if cut:
+            with contextlib.suppress(Exception):
+                await to_thread.run_sync(self.store.outbox.release, cut)
 
     async def _run(self) -> None:
         while True:
@@ -88,14 +102,36 @@ class Outbox:
                 await asyncio.sleep(wait)
 
     async def deliver_due(self) -> int:
+        """Start sending the due messages, as many as there are free places; each delivery
+        runs on its own, so an endpoint slow to answer delays only its own messages."""
+        room = MAX_IN_FLIGHT - len(self._sending)
+        if room <= 0:
+            return 0
         # Claimed for as long as an attempt may take (the address check, the request and its
         # record), with room to spare: no other server sends them meanwhile. A server that
         # dies with them claimed delays them by this much.
         lease = 3 * self.settings.webhook_timeout_s + 5
-        due = await to_thread.run_sync(lambda: self.store.outbox.claim(time.time(), lease))
-        if due:
-            await asyncio.gather(*(self.deliver(m) for m in due))
+        due = await to_thread.run_sync(
+            lambda: self.store.outbox.claim(time.time(), lease, limit=room))
+        for message in due:
+            task = asyncio.create_task(self._send(message), name=f"webhook-{message.msg_id}")
+            self._sending[task] = message
+            task.add_done_callback(self._done)
         return len(due)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._sending.pop(task, None)
+        if self.changed is not None:
+            self.changed.set()  # a place is free: the loop may start the next one now
+
+    async def _send(self, message: OutboxMessage) -> None:
+        try:
+            await self.deliver(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Unrecorded: the message is sent again when its claim ends.
+            log.exception("webhook %s: delivery failed", message.msg_id)
 
     async def deliver(self, message: OutboxMessage) -> None:
         attempt = message.attempts + 1
