@@ -176,3 +176,9 @@ def gate(ctx: Context) -> dict[str, int]:
 def words(ctx: Context) -> dict[str, int]:
     # Reads bytes as text: given a JPEG it would "count" garbage, hence accepts=["text/*"].
     return {"words": len(Path(ctx.input_path).read_text(errors="replace").split())}
+
+
+@processor("nonfinite", description="Report NaN progress and return NaN and infinities")
+def nonfinite(ctx: Context) -> dict[str, object]:
+    ctx.progress(float("nan"), "not a number")
+    return {"nan": float("nan"), "inf": [float("inf"), -float("inf")], "ok": 1.5}

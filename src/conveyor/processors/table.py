@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -156,7 +157,8 @@ def table(ctx: Context) -> dict[str, Any]:
     finally:
         con.close()
     with ctx.artifact("profile.json", "application/json") as fh:
-        fh.write(json.dumps({"rows": rows, "columns": profile}, default=str, indent=1).encode())
+        fh.write(json.dumps({"rows": rows, "columns": _named(profile)}, default=str, indent=1,
+                            allow_nan=False).encode())
     if rejects:
         with ctx.artifact("rejects.csv", "text/csv") as fh:
             _write_rejects(fh, rejects)
@@ -402,6 +404,18 @@ def _spread(con: duckdb.DuckDBPyConnection, src: str, schema: list[dict[str, str
             for i in range(0, 2 * len(schema), 2)]
 
 
+def _named(value: Any) -> Any:
+    """``value`` with NaN and infinities (a DOUBLE column may hold them, as top values) as
+    the strings ``NaN``, ``Infinity``, ``-Infinity``: JSON has no numbers for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _named(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_named(v) for v in value]
+    return value
+
+
 def _numeric(typ: str) -> bool:
     t = typ.upper()
     return any(k in t for k in ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "NUMERIC")) and \
@@ -409,7 +423,9 @@ def _numeric(typ: str) -> bool:
 
 
 def _float(value: Any) -> float | None:
+    """A finite float, else None (a mean over NaN or infinite values has no number)."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None

@@ -7,6 +7,7 @@ attempt owns the job, and it is refused with :class:`~conveyor.errors.LeaseLost`
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -230,7 +231,9 @@ class Attempts:
 
     def set_progress(self, job_id: str, token: str, fraction: float, message: str | None) -> None:
         now = time.time()
-        fraction = min(max(float(fraction), 0.0), 1.0)
+        fraction = float(fraction)
+        # NaN has no JSON (and no place between 0 and 1): a processor that sends one says 0.
+        fraction = min(max(fraction, 0.0), 1.0) if math.isfinite(fraction) else 0.0
         with self.db.tx() as tx:
             result = tx.execute(
                 update(jobs)

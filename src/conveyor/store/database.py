@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import weakref
 from collections.abc import Iterator
@@ -40,7 +41,23 @@ transitions_log = logging.getLogger("conveyor.jobs")
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    """Standard JSON text of ``value`` (results, events, webhook bodies): NaN and infinities,
+    which JSON has no words for (a strict parser, a browser's ``JSON.parse``, refuses the
+    whole document), are written as null, as the API's own responses write them."""
+    try:
+        return json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), separators=(",", ":"), default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @dataclass(slots=True)
