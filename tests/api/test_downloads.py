@@ -62,6 +62,9 @@ def test_whole_file_and_304(srv: Server, job: dict[str, object]) -> None:
     ("bytes=10-19", 10, 20), ("bytes=0-0", 0, 1), ("bytes=-100", len(DATA) - 100, len(DATA)),
     ("bytes=299990-", 299_990, len(DATA)), ("bytes=1000-999999", 1000, len(DATA)),
     ("bytes=1-262200", 1, 262_201),
+    # Numbers of more digits than int() converts (4,300): past any file, not a 500.
+    ("bytes=5-" + "9" * 5000, 5, len(DATA)), ("bytes=-" + "9" * 5000, 0, len(DATA)),
+    ("bytes=" + "0" * 5000 + "7-9", 7, 10),
 ])
 def test_single_range_is_206(srv: Server, job: dict[str, object], header: str, start: int,
                              end: int) -> None:
@@ -74,7 +77,8 @@ def test_single_range_is_206(srv: Server, job: dict[str, object], header: str, s
         _common(part)
 
 
-@pytest.mark.parametrize("header", ["bytes=999999-", f"bytes={len(DATA)}-", "bytes=-0"])
+@pytest.mark.parametrize("header", ["bytes=999999-", f"bytes={len(DATA)}-", "bytes=-0",
+                                    "bytes=" + "9" * 5000 + "-"])
 def test_unsatisfiable_range_is_416_problem(srv: Server, job: dict[str, object],
                                             header: str) -> None:
     for url in _urls(srv, job):

@@ -46,14 +46,16 @@ def test_every_domain_error_has_one_status_and_code(exc: Exception, status: int,
 @pytest.mark.parametrize(
     ("header", "after", "start"),
     [(None, None, None), ("5", None, 5), (" 7 ", 3, 7), ("x", 3, 3), ("x", None, None),
-     ("\u00b2", 4, 4), (None, 0, 0), (str(MAX_EVENT_ID), None, MAX_EVENT_ID)],
+     ("\u00b2", 4, 4), (None, 0, 0), (str(MAX_EVENT_ID), None, MAX_EVENT_ID),
+     ("0" * 5000 + "12", None, 12)],
 )
 def test_start_after(header: str | None, after: int | None, start: int | None) -> None:
     assert start_after(header, after) == start
 
 
 @pytest.mark.parametrize(("header", "after"), [(str(2**63), None), (None, 2**63),
-                                               ("9" * 100, 1), (None, -1)])
+                                               ("9" * 100, 1), (None, -1),
+                                               ("9" * 5000, None)])  # past int()'s 4,300
 def test_start_after_out_of_range(header: str | None, after: int | None) -> None:
     with pytest.raises(errors.BadEventId):
         start_after(header, after)

@@ -134,7 +134,11 @@ def start_after(last_event_id: str | None, after: int | None) -> int | None:
     stream); a number outside 0..2**63-1, in either, raises :class:`BadEventId`.
     """
     header = last_event_id.strip() if last_event_id is not None else ""
-    start = int(header) if header.isascii() and header.isdigit() else None
+    start = None
+    if header.isascii() and header.isdigit():
+        digits = header.lstrip("0") or "0"
+        # Over 19 digits is past 2**63-1 (and int() refuses over 4,300): out of range.
+        start = int(digits) if len(digits) <= 19 else MAX_EVENT_ID + 1
     if start is None:
         start = after
     if start is not None and not 0 <= start <= MAX_EVENT_ID:

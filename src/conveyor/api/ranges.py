@@ -14,6 +14,16 @@ from dataclasses import dataclass
 _SINGLE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 
+#: A position past any file (files are far below 10**18 bytes): what a longer number of
+#: digits stands for, without converting it (``int()`` refuses over 4,300 digits).
+_FAR = 10**18
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) < 19 else _FAR
+
+
 class RangeNotSatisfiable(Exception):
     """The range is well formed but selects no byte of the file."""
 
@@ -40,16 +50,16 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     first, last = match.group(1), match.group(2)
     if first:
-        start = int(first)
-        if last and int(last) < start:
+        start = _position(first)
+        if last and _position(last) < start:
             return None  # invalid range-spec: ignored, not refused
         if start >= size:
             raise RangeNotSatisfiable(f"the file has {size} bytes")
-        end = min(int(last) + 1, size) if last else size
+        end = min(_position(last) + 1, size) if last else size
         return ByteRange(start, end)
     if not last:
         return None  # "bytes=-" is not a range
-    suffix = int(last)
+    suffix = _position(last)
     if suffix == 0 or size == 0:
         raise RangeNotSatisfiable(f"the file has {size} bytes")
     return ByteRange(max(0, size - suffix), size)

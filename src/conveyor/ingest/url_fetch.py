@@ -96,7 +96,8 @@ def _too_large(limit: int) -> ProcessorError:
 async def _copy_body(response: httpx.Response, writer: Writer, limit: int,
                      got: Fetched) -> None:
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    # More digits than any limit (and int() refuses over 4,300): too large, unconverted.
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise _too_large(limit)
     digest = hashlib.sha256()
     head = bytearray()
