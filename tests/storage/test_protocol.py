@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -350,3 +351,31 @@ def test_settings_accept_s3_and_refuse_other_schemes(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path, storage_url="s3://bucket/p").unsupported() is None
     problem = Settings(data_dir=tmp_path, storage_url="gs://bucket").unsupported()
     assert problem is not None and "s3://bucket/prefix" in problem and "gs://" in problem
+
+
+def test_a_locked_source_is_stored_and_a_linked_temp_is_left_alone(tmp_path: Path) -> None:
+    """A tus upload's staged file stays locked while it is stored (``put_from_file`` links
+    it): storing it must not wait for that lock (it did, forever). A temp file that is a
+    second link of a file still there is a put under way, left alone by any sweep."""
+    import fcntl
+
+    local = LocalStorage(tmp_path / "files")
+    src = tmp_path / "staged.bin"
+    src.write_bytes(b"staged bytes")
+    with open(src, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        done = threading.Thread(target=lambda: run(
+            lambda: local.put_from_file(src, input_key("J"))), daemon=True)
+        done.start()
+        done.join(10)
+        assert not done.is_alive(), "put_from_file waited for the source's lock"
+    assert run(lambda: _read(local, input_key("J"))) == b"staged bytes"
+
+    artifact = tmp_path / "artifact.bin"
+    artifact.write_bytes(b"out")
+    linked = local.root / "tmp" / "left-by-a-put.part"
+    os.link(artifact, linked)  # what a put that crashed after its link leaves
+    os.utime(linked, (time.time() - 3600, time.time() - 3600))
+    assert run(lambda: local.sweep()) == 0 and linked.exists()
+    artifact.unlink()  # the source is gone: the temp is the file's only name, a leftover
+    assert run(lambda: local.sweep()) == 1 and not linked.exists()

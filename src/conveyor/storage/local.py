@@ -325,18 +325,21 @@ class LocalStorage:
 
     def _put_from_file(self, src: Path, target: Path) -> None:
         tmp = self._new_tmp()
-
-        def make() -> None:
-            try:
-                os.link(src, tmp)  # the source stays where it is, untouched
-            except OSError:
-                shutil.copyfile(src, tmp)
-
         fd: int | None = None
         try:
             with _room():
-                fd = _lock_new(tmp, make)
-                os.fsync(fd)
+                try:
+                    # The source stays where it is, untouched. A sweep leaves a temp file with
+                    # a second link alone: no lock here, as the source may hold one (a tus
+                    # upload's staged file does, while it is stored).
+                    os.link(src, tmp)
+                    _fsync_file(tmp)
+                except OSError:  # another filesystem, or no hard links: a locked copy
+                    fd = _lock_new(tmp, lambda: os.close(
+                        os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)))
+                    with open(src, "rb") as fin, open(fd, "wb", closefd=False) as fout:
+                        shutil.copyfileobj(fin, fout, 1024 * 1024)
+                    os.fsync(fd)
                 _publish(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -349,12 +352,14 @@ class LocalStorage:
         return await asyncio.to_thread(self._sweep, time.time() - older_than_s)
 
     def _sweep(self, cutoff: float) -> int:
-        """Remove the temp files last written before ``cutoff`` whose writer is gone (no
-        process holds their lock)."""
+        """Remove the temp files last written before ``cutoff`` whose writer is gone: no
+        process holds their lock, and they are not a second link to a file that is still
+        there (a ``put_from_file`` under way, whose source may be locked by its owner)."""
         removed = 0
         for entry in os.scandir(self._tmp):
             with contextlib.suppress(FileNotFoundError):
-                if entry.stat().st_mtime <= cutoff:
+                st = entry.stat()
+                if st.st_mtime <= cutoff and st.st_nlink == 1:
                     removed += _remove_unlocked(entry.path)
         return removed
 
