@@ -379,3 +379,42 @@ def test_a_locked_source_is_stored_and_a_linked_temp_is_left_alone(tmp_path: Pat
     assert run(lambda: local.sweep()) == 0 and linked.exists()
     artifact.unlink()  # the source is gone: the temp is the file's only name, a leftover
     assert run(lambda: local.sweep()) == 1 and not linked.exists()
+
+
+def test_a_filesystem_without_locks_still_stores_and_sweeps_by_age(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NFS mounted ``nolock`` answers every ``flock`` with ENOLCK (fault-injected here: no such
+    mount on this machine). Writes still complete; a sweep, unable to tell a live writer,
+    removes only temp files last written over an hour ago."""
+    import errno
+    import fcntl
+
+    import conveyor.storage.local as local_module
+
+    def no_locks(_fd: int, _op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(local_module.fcntl, "flock", no_locks)
+    assert fcntl.flock is no_locks  # the module's own fcntl: every caller sees it
+    local = LocalStorage(tmp_path / "files")
+    run(lambda: _put(local, input_key("J"), b"x" * (WRITE_BUFFER + 1)))
+    assert run(lambda: _read(local, input_key("J"))) == b"x" * (WRITE_BUFFER + 1)
+
+    async def go() -> tuple[int, list[Path], list[bool]]:
+        writers = []
+        for name in ("old", "recent"):
+            writer = await local.open_writer(input_key(name))
+            await writer.write(b"y" * (WRITE_BUFFER + 1))  # on disk, not completed
+            writers.append(writer)
+        temps = sorted((local.root / "tmp").iterdir(), key=lambda p: p.stat().st_mtime)
+        old = time.time() - local_module.UNLOCKED_MIN_AGE_S - 60
+        os.utime(temps[0], (old, old))
+        removed = await local.sweep()
+        alive = [p.exists() for p in temps]
+        for writer in writers:
+            await writer.abort()
+        return removed, temps, alive
+
+    removed, temps, alive = run(go)
+    assert len(temps) == 2 and removed == 1
+    assert alive == [False, True]  # the hour-old one went; the recent one is left

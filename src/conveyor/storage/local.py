@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import stat
@@ -28,6 +29,8 @@ from conveyor.errors import InsufficientStorage
 from conveyor.storage.base import NotFound, ObjectInfo, PresignUnsupported, StorageError
 from conveyor.storage.dirsync import DirSync
 from conveyor.storage.keys import BadKey, check_key, check_prefix
+
+log = logging.getLogger("conveyor.storage")
 
 TMP = "tmp"
 #: Bytes a writer gathers before one write to disk: one thread hop per this many bytes, and
@@ -83,17 +86,44 @@ def _makedirs(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+#: errno values of a filesystem that cannot ``flock`` (NFS mounted ``nolock``, some FUSE).
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
+#: Where temp files cannot be locked, a sweep removes one only once it was last written this
+#: long ago: a live writer writes far more often (a stalled body times out long before).
+UNLOCKED_MIN_AGE_S = 3600.0
+_warned: set[str] = set()
+
+
+def _cannot_lock(path: Path | str, exc: OSError) -> bool:
+    """Whether ``exc`` says the filesystem has no locks (warned once per directory)."""
+    if exc.errno not in _NO_LOCKS:
+        return False
+    folder = os.path.dirname(path)
+    if folder not in _warned:
+        _warned.add(folder)
+        log.warning("%s cannot be locked (%s): its temp files are swept by age alone, once "
+                    "an hour old", folder, os.strerror(exc.errno or 0))
+    return True
+
+
 def _lock_new(path: Path, make: Callable[[], None]) -> int:
     """``make()`` creates the temp file ``path``; returns a descriptor of it holding its
     ``flock``. A sweep may remove the file between its creation and the lock: then the lock
-    is on a name that is gone, and the file is made again."""
+    is on a name that is gone, and the file is made again. On a filesystem without locks the
+    descriptor holds none (see :data:`UNLOCKED_MIN_AGE_S`)."""
     while True:
         make()
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
             continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if _cannot_lock(path, exc):
+                return fd
+            os.close(fd)
+            raise
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -102,7 +132,7 @@ def _lock_new(path: Path, make: Callable[[], None]) -> int:
         os.close(fd)
 
 
-def _remove_unlocked(path: str) -> int:
+def _remove_unlocked(path: str, mtime: float) -> int:
     """Remove the temp file at ``path`` unless a writer holds its lock: 1 if removed."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -110,6 +140,11 @@ def _remove_unlocked(path: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # a writer, in this process or another, is still at it
+        except OSError as exc:
+            if not _cannot_lock(path, exc):
+                raise
+            if mtime > time.time() - UNLOCKED_MIN_AGE_S:
+                return 0  # no lock to tell: only an old file is surely a dead writer's
         os.unlink(path)  # under the lock: a writer that locks it next sees the name gone
         return 1
     finally:
@@ -360,7 +395,7 @@ class LocalStorage:
             with contextlib.suppress(FileNotFoundError):
                 st = entry.stat()
                 if st.st_mtime <= cutoff and st.st_nlink == 1:
-                    removed += _remove_unlocked(entry.path)
+                    removed += _remove_unlocked(entry.path, st.st_mtime)
         return removed
 
     async def ping(self) -> None:
