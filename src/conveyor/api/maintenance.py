@@ -105,7 +105,8 @@ async def retention_loop(store: Store, storage: Storage, interval_s: float,
                 n = await uploads.sweep()
                 if n:
                     log.info("retention sweep removed %d expired uploads", n)
-        # Leftovers of crashed processes, and orphans too young at start-up.
+        await asyncio.sleep(interval_s)
+        # Leftovers of crashed processes, and orphans too young at start-up (the start-up
+        # sweep has just run when this loop begins: not again at once).
         with contextlib.suppress(Exception):
             await startup_sweep(store, storage, grace_s)
-        await asyncio.sleep(interval_s)

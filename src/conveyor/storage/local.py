@@ -21,7 +21,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
@@ -106,17 +106,13 @@ def _cannot_lock(path: Path | str, exc: OSError) -> bool:
     return True
 
 
-def _lock_new(path: Path, make: Callable[[], None]) -> int:
-    """``make()`` creates the temp file ``path``; returns a descriptor of it holding its
-    ``flock``. A sweep may remove the file between its creation and the lock: then the lock
-    is on a name that is gone, and the file is made again. On a filesystem without locks the
-    descriptor holds none (see :data:`UNLOCKED_MIN_AGE_S`)."""
+def _create_locked(path: Path) -> int:
+    """Create the temp file ``path``; a descriptor of it holding its ``flock``. A sweep may
+    remove the file between its creation and the lock: then the lock is on a name that is
+    gone, and the file is made again. On a filesystem without locks the descriptor holds none
+    (see :data:`UNLOCKED_MIN_AGE_S`)."""
     while True:
-        make()
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            continue
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
@@ -171,9 +167,7 @@ class LocalWriter:
     def _file(self) -> BinaryIO:
         if self._fh is None:
             # Locked until closed (by complete or abort): no sweep takes it meanwhile.
-            fd = _lock_new(self._tmp, lambda: os.close(
-                os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)))
-            self._fh = open(fd, "wb")
+            self._fh = open(_create_locked(self._tmp), "wb")
         return self._fh
 
     def _write(self, chunk: bytes | bytearray) -> None:
@@ -370,8 +364,7 @@ class LocalStorage:
                     os.link(src, tmp)
                     _fsync_file(tmp)
                 except OSError:  # another filesystem, or no hard links: a locked copy
-                    fd = _lock_new(tmp, lambda: os.close(
-                        os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)))
+                    fd = _create_locked(tmp)
                     with open(src, "rb") as fin, open(fd, "wb", closefd=False) as fout:
                         shutil.copyfileobj(fin, fout, 1024 * 1024)
                     os.fsync(fd)
