@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conveyor.errors import StorageUnavailable as DomainUnavailable
-from conveyor.storage import StorageError, StorageUnavailable, input_key
+from conveyor.storage import NotFound, StorageError, StorageUnavailable, input_key
 from conveyor.storage.s3 import S3Storage
 from conveyor.storage.s3_upload import reservation
 from tests import objects
@@ -147,3 +147,46 @@ def test_budget_holds_back_a_second_multipart_upload(
         assert storage.budget.free == one
 
     asyncio.run(go())
+
+
+def test_compose_copies_inside_s3_when_it_can(moto: objects.Moto, gate: objects.Gate,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The objects one after another under a new key: copied inside S3 (almost no byte
+    through this process) when each but the last is at least a part, else streamed through;
+    a missing source is NotFound, and nothing is left half-made."""
+    storage = _storage(moto, monkeypatch, endpoint=gate.endpoint)
+    blobs = [bytes([i]) * n for i, n in enumerate((objects.PART, objects.PART + 5, 1000))]
+    whole = b"".join(blobs)
+
+    async def go() -> None:
+        for i, blob in enumerate(blobs):
+            await storage.put_bytes(f"uploads/U/{i}", blob)
+        sources = [(f"uploads/U/{i}", len(b)) for i, b in enumerate(blobs)]
+
+        before = gate.carried
+        await storage.compose(sources, input_key("C1"))
+        assert gate.carried - before < len(whole) // 4  # copied inside S3
+        assert await _read_all(storage, input_key("C1")) == whole
+
+        before = gate.carried
+        await storage.compose(sources[::-1], input_key("C2"))  # a small one first: streamed
+        assert gate.carried - before > 2 * len(whole)
+        assert await _read_all(storage, input_key("C2")) == b"".join(blobs[::-1])
+
+        await storage.compose([sources[2]], input_key("C3"))  # one object: a plain copy
+        assert await _read_all(storage, input_key("C3")) == blobs[2]
+        await storage.compose([], input_key("C4"))
+        assert await _read_all(storage, input_key("C4")) == b""
+
+        with pytest.raises(NotFound):
+            await storage.compose([sources[0], ("uploads/U/missing", objects.PART)],
+                                  input_key("C5"))
+        assert await storage.stat(input_key("C5")) is None
+
+    asyncio.run(go())
+    assert objects.s3_uploads(moto, storage.loc.prefix) == []
+
+
+async def _read_all(storage: S3Storage, key: str) -> bytes:
+    stream = await storage.read(key)
+    return b"".join([chunk async for chunk in stream])

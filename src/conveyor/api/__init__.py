@@ -39,7 +39,7 @@ from conveyor.processors.builtin import build_registry
 from conveyor.settings import Settings
 from conveyor.storage import from_url
 from conveyor.store import Store
-from conveyor.uploads.service import TusUploads
+from conveyor.uploads import tus_uploads
 from conveyor.webhooks.outbox import Outbox, load_secret
 
 log = logging.getLogger("conveyor.api")
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None,
         storage = from_url(settings)
         grace = sweep_grace(storage, settings.storage_sweep_grace.total_seconds())
         await startup_sweep(store, storage, grace)
-        uploads = TusUploads(settings, store, storage)
+        uploads = tus_uploads(settings, store, storage)
         await uploads.recover()
         app.state.tus = uploads
         registry = build_registry(settings.processors)

@@ -23,6 +23,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from conveyor.errors import short_message
 from conveyor.storage.base import NotFound, ObjectInfo, StorageError, StorageUnavailable
 from conveyor.storage.keys import check_key, check_prefix
 from conveyor.storage.s3_upload import (
+    MAX_PARTS,
     MIN_PART,
     PART_CONCURRENCY,
     Budget,
@@ -79,6 +81,31 @@ def _why(exc: Exception) -> str:
     if "error sending request" in text or "connect" in text.lower():
         return "the endpoint is unreachable (check AWS_ENDPOINT_URL and the network)"
     return f"{type(exc).__name__} (see the log)"
+
+
+#: Part copies of one compose in flight at once (each is S3's work, not this process's).
+COPY_CONCURRENCY = 4
+#: The most one part copy takes of its source (S3 copies at most 5 GiB per request): a larger
+#: object is copied as several parts of equal size.
+COPY_RANGE = 1024**3
+
+
+def _ranges(size: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of at most :data:`COPY_RANGE` bytes covering ``size`` bytes, all of
+    one size but the last (each but the last is over half a range long); none for an empty
+    object (it adds nothing)."""
+    if size <= 0:
+        return []
+    n = -(-size // COPY_RANGE)
+    step = -(-size // n)
+    return [(lo, min(lo + step, size)) for lo in range(0, size, step)]
+
+
+def _copy_error(exc: Exception, key: str) -> StorageError:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    if code in ("NoSuchKey", "404", "NoSuchUpload"):
+        return NotFound(f"a source of {key}")
+    return unavailable(exc, f"copy to {key}", missing=False)
 
 
 class S3Reader:
@@ -278,6 +305,65 @@ class S3Storage:
                 await self.abort_uploads(key)
             if isinstance(exc, Exception):
                 raise unavailable(exc, f"put {key}", missing=False) from None
+            raise
+
+    async def compose(self, sources: list[tuple[str, int]], key: str) -> None:
+        """Write ``key`` as the objects ``sources`` one after another: of each (key, size),
+        its first ``size`` bytes.
+
+        Inside S3 (a copy, or a multipart upload of part copies: no byte passes through this
+        process) when every source but the last is at least one part long; otherwise the
+        bytes stream through a writer."""
+        check_key(key)
+        pieces = [(src, lo, hi) for src, size in sources for lo, hi in _ranges(size)]
+        if not pieces:
+            await self.put_bytes(key, b"")
+            return
+        if all(n >= self.part_size for _, n in sources[:-1]) and len(pieces) <= MAX_PARTS:
+            try:
+                await asyncio.to_thread(self._copy, pieces, key)
+            except Exception as exc:
+                raise _copy_error(exc, key) from None
+            return
+        writer = await self.open_writer(key)
+        try:
+            for src, size in sources:
+                stream = await self.read(src, 0, size)
+                try:
+                    async for chunk in stream:
+                        await writer.write(chunk)
+                finally:
+                    await stream.aclose()
+            await writer.complete()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(writer.abort())
+            raise
+
+    def _copy(self, pieces: list[tuple[str, int, int]], key: str) -> None:
+        client, bucket, full = self.boto(), self.loc.bucket, self.loc.full(key)
+        if len(pieces) == 1:  # one whole object of at most COPY_RANGE bytes
+            client.copy_object(Bucket=bucket, Key=full,
+                               CopySource={"Bucket": bucket, "Key": self.loc.full(pieces[0][0])})
+            return
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=full)["UploadId"]
+
+        def copy_part(number: int) -> dict[str, Any]:
+            src, lo, hi = pieces[number - 1]
+            done = client.upload_part_copy(
+                Bucket=bucket, Key=full, UploadId=upload_id, PartNumber=number,
+                CopySource={"Bucket": bucket, "Key": self.loc.full(src)},
+                CopySourceRange=f"bytes={lo}-{hi - 1}")
+            return {"PartNumber": number, "ETag": done["CopyPartResult"]["ETag"]}
+
+        try:
+            with ThreadPoolExecutor(COPY_CONCURRENCY, "conveyor-s3-copy") as pool:
+                parts = list(pool.map(copy_part, range(1, len(pieces) + 1)))
+            client.complete_multipart_upload(Bucket=bucket, Key=full, UploadId=upload_id,
+                                             MultipartUpload={"Parts": parts})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.abort_multipart_upload(Bucket=bucket, Key=full, UploadId=upload_id)
             raise
 
     async def _uploads(self, key_prefix: str) -> list[dict[str, Any]]:

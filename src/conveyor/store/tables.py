@@ -241,3 +241,15 @@ uploads = Table(
     Column("expires_at", Float, nullable=False),
 )
 Index("ix_uploads_state", uploads.c.state, uploads.c.expires_at)
+
+#: The chunks of tus uploads on object storage (0009): one row per PATCH that appended bytes,
+#: written in the transaction that moves the upload's offset from ``start`` to
+#: ``start + length``. Several servers append to one upload, each PATCH to its own object.
+upload_chunks = Table(
+    "upload_chunks",
+    metadata,
+    Column("upload_id", String(32), primary_key=True),
+    Column("start", BigInteger, primary_key=True),
+    Column("length", BigInteger, nullable=False),
+    Column("key", Text, nullable=False),
+)

@@ -19,7 +19,7 @@ from conveyor.store.database import Database, dumps
 from conveyor.store.jobs import insert_job
 from conveyor.store.quotas import reserve
 from conveyor.store.records import NewJob
-from conveyor.store.tables import uploads
+from conveyor.store.tables import upload_chunks, uploads
 
 RECEIVING, DONE, TERMINATED, EXPIRED = "receiving", "done", "terminated", "expired"
 
@@ -70,15 +70,45 @@ class Uploads:
             row = conn.execute(select(uploads).where(uploads.c.id == upload_id)).first()
         return Upload.from_row(row) if row is not None else None
 
-    def advance(self, upload_id: str, old: int, new: int, expires_at: float) -> bool:
-        """Record a durable offset (``old`` -> ``new``); False if it was not ``old`` any more."""
+    def advance(self, upload_id: str, old: int, new: int, expires_at: float,
+                chunk_key: str | None = None) -> bool:
+        """Record a durable offset (``old`` -> ``new``), and the object ``chunk_key`` that
+        holds those bytes, if one does; False if it was not ``old`` any more."""
         with self.db.tx() as tx:
-            return bool(tx.execute(
+            moved = bool(tx.execute(
                 update(uploads)
                 .where(uploads.c.id == upload_id, uploads.c.state == RECEIVING,
                        uploads.c.upload_offset == old)
                 .values(upload_offset=new, updated_at=time.time(), expires_at=expires_at)
             ).rowcount)
+            if moved and chunk_key is not None:
+                tx.execute(insert(upload_chunks).values(
+                    upload_id=upload_id, start=old, length=new - old, key=chunk_key))
+            return moved
+
+    def adopt(self, upload_id: str, length: int, chunk_key: str) -> bool:
+        """Record ``chunk_key`` as the first ``length`` bytes of a receiving upload at offset
+        ``length`` that has no chunk yet (bytes staged on a server's disk before the upload's
+        storage was S3); False, writing nothing, otherwise."""
+        with self.db.tx() as tx:
+            offset = tx.execute(select(uploads.c.upload_offset).where(
+                uploads.c.id == upload_id, uploads.c.state == RECEIVING)).scalar()
+            has = tx.execute(select(upload_chunks.c.start).where(
+                upload_chunks.c.upload_id == upload_id).limit(1)).first()
+            if offset is None or int(offset) != length or has is not None:
+                return False
+            tx.execute(insert(upload_chunks).values(
+                upload_id=upload_id, start=0, length=length, key=chunk_key))
+            return True
+
+    def chunks(self, upload_id: str) -> list[tuple[int, int, str]]:
+        """The upload's chunks as (start, length, key), in order."""
+        with self.db.reader.connect() as conn:
+            return [(int(a), int(n), str(k)) for a, n, k in conn.execute(
+                select(upload_chunks.c.start, upload_chunks.c.length, upload_chunks.c.key)
+                .where(upload_chunks.c.upload_id == upload_id)
+                .order_by(upload_chunks.c.start)
+            )]
 
     def finish(self, upload: Upload, new_job: NewJob) -> bool:
         """Mark the upload done and insert its job, in one transaction; False if another
@@ -93,6 +123,7 @@ class Uploads:
             ).rowcount
             if not moved:
                 return False
+            tx.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload.id))
             # Checked against the tenant's quotas at creation; here only counted.
             reserve(tx, new_job.tenant_id, new_job.input_size, now, check=False)
             insert_job(tx, new_job, now, self.db.retention_s)
@@ -106,7 +137,10 @@ class Uploads:
         if only_before is not None:
             stmt = stmt.where(uploads.c.expires_at <= only_before)
         with self.db.tx() as tx:
-            return bool(tx.execute(stmt.values(state=state, updated_at=now)).rowcount)
+            ended = bool(tx.execute(stmt.values(state=state, updated_at=now)).rowcount)
+            if ended:
+                tx.execute(delete(upload_chunks).where(upload_chunks.c.upload_id == upload_id))
+            return ended
 
     def due(self, now: float, limit: int = 500) -> list[str]:
         """Receiving uploads whose time ran out."""

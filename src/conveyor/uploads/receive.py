@@ -1,9 +1,11 @@
-"""One PATCH body: appended to the staged file, hashed, checked, made durable, then counted.
+"""One PATCH body: appended to its sink, hashed, checked, made durable, then counted.
 
-The body is read in chunks and queued in 1 MiB batches to two threads (the write with the
-checksum, and the running sha256); the event loop goes on reading meanwhile, so the disk, the
-hashes and the network overlap. Nothing becomes part of the offset before it is fsynced
-and, with ``Upload-Checksum``, verified: a mismatch cuts the file back and appends nothing.
+The sink is the upload's staged file (:class:`FileSink`) or, on object storage, an object of
+the PATCH's own (:mod:`conveyor.uploads.shared`). The body is read in chunks and queued in
+1 MiB batches to threads (the running sha256, the checksum, the file's writes); the event
+loop goes on reading meanwhile, so the disk, the hashes and the network overlap. Nothing
+becomes part of the offset before it is durable and, with ``Upload-Checksum``, verified: a
+mismatch discards the body and appends nothing.
 A body cut short keeps what arrived (tus: "store as much of the received data as
 possible"), unless it carried a checksum, which can then never be verified.
 """
@@ -16,7 +18,7 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from anyio import CancelScope, to_thread
 from starlette.requests import ClientDisconnect
@@ -34,8 +36,8 @@ DEPTH = 4
 @dataclass(slots=True)
 class Received:
     offset: int
-    #: sha256 of the upload's bytes up to ``offset``.
-    sha256: Any
+    #: sha256 of the upload's bytes up to ``offset`` (None: not known here).
+    sha256: Any | None
     #: The body ended early (the client went away): what arrived is kept, nothing more.
     cut_short: bool = False
 
@@ -87,43 +89,74 @@ class _Lane(threading.Thread):
             raise self.error
 
 
-class _Batches:
-    """The write (with the checksum) and the running sha256 in two lanes: a PATCH costs the
-    slower of the two, not their sum (``os.write`` and hashlib release the GIL)."""
+class Sink(Protocol):
+    """Where one PATCH body's bytes go: the staged file, or an object of their own."""
 
-    def __init__(self, staged: StagedFile, sha256: Any, checksum: Any) -> None:
-        def write(data: bytes) -> None:
-            staged.write(data)
-            if checksum is not None:
-                checksum.update(data)
+    async def open(self) -> None:
+        """Before the first byte."""
 
-        self.lanes = (_Lane(write, DEPTH), _Lane(sha256.update, DEPTH))
+    async def write(self, data: bytes) -> None: ...
 
-    async def push(self, data: bytes) -> None:
-        for lane in self.lanes:
-            await lane.put(data)
+    async def commit(self) -> None:
+        """Make every byte written durable (the body is whole, or cut short and kept)."""
 
-    async def wait(self) -> None:
-        for lane in self.lanes:
-            await lane.close()
-
-    async def wait_quietly(self) -> None:
-        """Let the batches in flight end before the file is cut back (their errors are not
-        the caller's: it is already failing with its own)."""
-        for lane in self.lanes:
-            try:
-                await lane.close()
-            except BaseException:
-                pass
+    async def discard(self) -> None:
+        """Keep nothing of this body (an error, a checksum mismatch)."""
 
 
-async def receive(stream: AsyncIterator[bytes], staged: StagedFile, start: int, length: int,
-                  sha256: Any, checksum: tuple[str, bytes] | None) -> Received:
-    """Append the body at ``start`` (the durable offset); never past ``length``."""
-    await to_thread.run_sync(staged.cut, start)
-    running = sha256.copy()
+class FileSink:
+    """Appends to the locked staged file at the durable offset ``start``, from a lane thread
+    (``os.write`` releases the GIL); ``commit`` fsyncs, ``discard`` cuts the file back."""
+
+    def __init__(self, staged: StagedFile, start: int) -> None:
+        self.staged, self.start = staged, start
+        self.lane: _Lane | None = None
+
+    async def open(self) -> None:
+        await to_thread.run_sync(self.staged.cut, self.start)
+        self.lane = _Lane(self.staged.write, DEPTH)
+
+    async def write(self, data: bytes) -> None:
+        assert self.lane is not None
+        await self.lane.put(data)
+
+    async def commit(self) -> None:
+        assert self.lane is not None
+        await self.lane.close()
+        await to_thread.run_sync(self.staged.sync)
+
+    async def discard(self) -> None:
+        if self.lane is not None:
+            await _close_quietly(self.lane)
+        await to_thread.run_sync(self.staged.cut, self.start)
+
+
+async def _close_quietly(lane: _Lane) -> None:
+    """Let the batches in flight end (their errors are not the caller's: it is already
+    failing with its own)."""
+    try:
+        await lane.close()
+    except BaseException:
+        pass
+
+
+async def receive(stream: AsyncIterator[bytes], sink: Sink, start: int, length: int,
+                  sha256: Any | None, checksum: tuple[str, bytes] | None) -> Received:
+    """Append the body at ``start`` (the durable offset); never past ``length``.
+
+    ``sha256`` covers the bytes before ``start`` (None: unknown here, nothing is hashed)."""
+    await sink.open()
+    running = sha256.copy() if sha256 is not None else None
     verify = ALGORITHMS[checksum[0]]() if checksum is not None else None
-    batches = _Batches(staged, running, verify)
+    # The sink, the running sha256 and the checksum each in their own lane: a PATCH costs
+    # the slowest of them, not their sum (hashlib releases the GIL).
+    hashes = [_Lane(h.update, DEPTH) for h in (running, verify) if h is not None]
+
+    async def push(data: bytes) -> None:
+        for lane in hashes:
+            await lane.put(data)
+        await sink.write(data)
+
     buf = bytearray()
     got = 0
     cut_short = False
@@ -135,7 +168,7 @@ async def receive(stream: AsyncIterator[bytes], staged: StagedFile, start: int, 
                     raise TooLarge(f"the PATCH goes past Upload-Length ({length} bytes)")
                 buf += chunk
                 if len(buf) >= BATCH:
-                    await batches.push(bytes(buf))
+                    await push(bytes(buf))
                     buf.clear()
         except ClientDisconnect:
             if verify is not None:
@@ -143,16 +176,18 @@ async def receive(stream: AsyncIterator[bytes], staged: StagedFile, start: int, 
                                     "cannot be verified, nothing was kept") from None
             cut_short = True
         if buf:
-            await batches.push(bytes(buf))
-        await batches.wait()
-        await to_thread.run_sync(staged.sync)
+            await push(bytes(buf))
+        for lane in hashes:
+            await lane.close()
         if verify is not None and checksum is not None and verify.digest() != checksum[1]:
             raise ChecksumMismatch(f"the body's {checksum[0]} is not the Upload-Checksum: "
                                    "nothing was appended")
+        await sink.commit()
     except BaseException:
         with CancelScope(shield=True):
-            await batches.wait_quietly()
-            await to_thread.run_sync(staged.cut, start)
+            for lane in hashes:
+                await _close_quietly(lane)
+            await sink.discard()
         raise
     return Received(start + got, running, cut_short)
 

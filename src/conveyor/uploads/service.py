@@ -27,7 +27,7 @@ from conveyor.storage import Storage
 from conveyor.store import Store
 from conveyor.store.uploads import DONE, EXPIRED, RECEIVING, TERMINATED, Upload
 from conveyor.uploads.finish import finish
-from conveyor.uploads.receive import Received, new_sha256, receive
+from conveyor.uploads.receive import FileSink, Received, new_sha256, receive
 from conveyor.uploads.staging import StagedFile, Staging, valid_id
 
 log = logging.getLogger("conveyor.uploads")
@@ -90,8 +90,8 @@ class TusUploads:
                 return upload, False
             await to_thread.run_sync(self.staging.check, staged, upload_id, upload.offset)
             self._check_offset(upload, offset)
-            got = await receive(body, staged, upload.offset, upload.length,
-                                await self._sha256(upload), checksum)
+            got = await receive(body, FileSink(staged, upload.offset), upload.offset,
+                                upload.length, await self._sha256(upload), checksum)
             upload = await self._advance(upload, got)
             if upload.offset == upload.length:
                 upload = await self._finish_locked(upload)
@@ -138,15 +138,17 @@ class TusUploads:
             return new_sha256()
         return await to_thread.run_sync(self.staging.sha256, upload.id, upload.offset)
 
-    async def _advance(self, upload: Upload, got: Received) -> Upload:
+    async def _advance(self, upload: Upload, got: Received,
+                       chunk_key: str | None = None) -> Upload:
         if got.offset == upload.offset:
             return upload
         expires = time.time() + self.expiry_s
         moved = await to_thread.run_sync(self.store.uploads.advance, upload.id, upload.offset,
-                                         got.offset, expires)
+                                         got.offset, expires, chunk_key)
         if not moved:
             raise UploadGone(f"upload {upload.id} expired or was terminated meanwhile")
-        self._hashes[upload.id] = (got.offset, got.sha256)
+        if got.sha256 is not None:
+            self._hashes[upload.id] = (got.offset, got.sha256)
         return await self.load(upload.id)
 
     async def _finish_locked(self, upload: Upload) -> Upload:
