@@ -25,18 +25,11 @@ from tests.uploads.cutter import Cutter
 
 
 def _chunks(moto: objects.Moto, prefix: str) -> list[str]:
-    return sorted(objects.s3_keys(moto, prefix, "uploads/"))
+    return sorted(objects.s3_keys(moto, prefix, "chunks/"))
 
 
-def _input(moto: objects.Moto, prefix: str, job_id: str) -> bytes:
-    return objects.s3_keys(moto, prefix, f"inputs/{job_id}")[f"inputs/{job_id}"]
-
-
-def _wait_empty(moto: objects.Moto, prefix: str) -> None:
-    deadline = time.monotonic() + 15
-    while _chunks(moto, prefix) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _chunks(moto, prefix) == []
+def _inputs(moto: objects.Moto, prefix: str) -> list[str]:
+    return sorted(objects.s3_keys(moto, prefix, "inputs/"))
 
 
 def _pair(server_factory: Callable[..., Server], db_url: str,  # noqa: F811
@@ -80,7 +73,8 @@ def test_any_server_goes_on_with_an_upload(server_factory: Callable[..., Server]
         assert job["state"] == "succeeded"
         assert job["input"]["sha256"] == hashlib.sha256(data).hexdigest()  # type: ignore[index]
         assert job["input"]["size"] == len(data)  # type: ignore[index]
-        assert _input(moto, prefix, str(job["id"])) == data
+        assert ca.get(f"/v1/jobs/{job['id']}/input").content == data
+        assert f"inputs/{job['id']}" in _inputs(moto, prefix)
         assert _chunks(moto, prefix) == []
         assert objects.s3_uploads(moto, prefix) == []
 
@@ -127,8 +121,14 @@ def test_racing_patches_on_two_servers(server_factory: Callable[..., Server],
     assert loser.json()["code"] == "offset_mismatch"
     job = a.wait_state(answers[won].headers["Conveyor-Job-Id"])
     assert job["input"]["sha256"] == hashlib.sha256(bodies[won]).hexdigest()  # type: ignore[index]
-    assert _input(moto, prefix, str(job["id"])) == bodies[won]
-    _wait_empty(moto, prefix)
+    with a.client() as ca:
+        assert ca.get(f"/v1/jobs/{job['id']}/input").content == bodies[won]
+    # Sent in one piece, the winner's chunk is the input; the loser's chunk is gone.
+    deadline = time.monotonic() + 15
+    while len(_chunks(moto, prefix)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_chunks(moto, prefix)) == 1
+    assert _inputs(moto, prefix) == []
 
 
 def test_another_server_takes_over(server_factory: Callable[..., Server], db_url: str,  # noqa: F811
@@ -144,10 +144,13 @@ def test_another_server_takes_over(server_factory: Callable[..., Server], db_url
         assert patch(ca, last, 0, data[:50_000]).status_code == 204
     a.kill()
     upload_id = last.rsplit("/", 1)[1]
-    # What the crashed A had done for `last`: the last chunk stored and counted, no job yet.
-    key = f"uploads/{upload_id}/{50_000:020d}-deadbeefdeadbeef"
-    moto.client().put_object(Bucket=objects.BUCKET, Key=f"{prefix}/{key}", Body=data[50_000:])
     engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        job_id = conn.execute(sa.text("SELECT job_id FROM uploads WHERE id = :id"),
+                              {"id": upload_id}).scalar()
+    # What the crashed A had done for `last`: the last chunk stored and counted, no job yet.
+    key = f"chunks/{job_id}/{50_000:020d}-deadbeefdeadbeef"
+    moto.client().put_object(Bucket=objects.BUCKET, Key=f"{prefix}/{key}", Body=data[50_000:])
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE uploads SET upload_offset = length WHERE id = :id"),
                      {"id": upload_id})
@@ -230,3 +233,40 @@ def test_uploads_staged_before_s3_are_adopted(server_factory: Callable[..., Serv
         job = srv.wait_state(r.headers["Conveyor-Job-Id"])
         assert job["input"]["sha256"] == hashlib.sha256(data).hexdigest()  # type: ignore[index]
         assert c.get(f"/v1/jobs/{job['id']}/input").content == data
+
+
+def test_sweeps_keep_inputs_and_remove_stray_chunks(server_factory: Callable[..., Server],
+                                                    moto: objects.Moto) -> None:
+    """An upload sent in one PATCH keeps its chunk as the job's input; a sweep removes what
+    no upload wants (a chunk of a done upload, chunks of unknown jobs) and keeps the input,
+    the chunks of receiving uploads, and DELETE of the job removes the input."""
+    # Small objects only (single PUTs): a sweep here aborts no upload in flight.
+    env = moto.env()
+    prefix = objects.bucket_prefix(env)
+    assert prefix is not None
+    srv = server_factory(CONVEYOR_WORKERS="1", CONVEYOR_SWEEP_INTERVAL_S="0.5", **env)
+    data = os.urandom(50_000)
+    with srv.client() as c:
+        path = create(c, len(data), filename="one.bin", pipeline="probe")
+        r = patch(c, path, 0, data)
+        assert r.status_code == 204, r.text
+        job_id = r.headers["Conveyor-Job-Id"]
+        assert srv.wait_state(job_id)["state"] == "succeeded"
+        [chunk] = _chunks(moto, prefix)
+        assert chunk.startswith(f"chunks/{job_id}/")
+        assert _inputs(moto, prefix) == []
+        receiving = create(c, 1000)
+        assert patch(c, receiving, 0, data[:400]).status_code == 204
+        [kept] = [k for k in _chunks(moto, prefix) if k != chunk]
+        bucket = moto.client()
+        strays = [f"chunks/{job_id}/{0:020d}-0123456789abcdef", f"chunks/{'Z' * 26}/x"]
+        for key in strays:
+            bucket.put_object(Bucket=objects.BUCKET, Key=f"{prefix}/{key}", Body=b"stray")
+        deadline = time.monotonic() + 15
+        while any(k in _chunks(moto, prefix) for k in strays):
+            assert time.monotonic() < deadline, _chunks(moto, prefix)
+            time.sleep(0.1)
+        assert _chunks(moto, prefix) == sorted([chunk, kept])
+        assert c.get(f"/v1/jobs/{job_id}/input").content == data
+        assert c.delete(f"/v1/jobs/{job_id}").status_code in (200, 202, 204)
+        assert _chunks(moto, prefix) == [kept]

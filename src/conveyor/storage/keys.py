@@ -4,7 +4,8 @@ Keys are relative, slash-separated names made by conveyor itself, never by a cli
 
     inputs/{job id}                       the uploaded file (or a child job's input)
     artifacts/{job id}/{token}/{name}     what one attempt (lease token) produced
-    uploads/{upload id}/{start}-{token}   one PATCH's bytes of an unfinished tus upload (S3)
+    chunks/{job id}/{start}-{token}       one PATCH's bytes of the tus upload of a job (S3);
+                                          an upload sent in one chunk keeps it as its input
 
 Prefixes end with ``/`` so that listing ``artifacts/01AB/`` never matches ``artifacts/01ABC/``.
 """
@@ -17,7 +18,7 @@ _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 
 INPUTS = "inputs/"
 ARTIFACTS = "artifacts/"
-UPLOADS = "uploads/"
+CHUNKS = "chunks/"
 
 
 class BadKey(ValueError):
@@ -62,18 +63,18 @@ def artifact_key(job_id: str, token: str, name: str) -> str:
     return check_key(f"{attempt_prefix(job_id, token)}{name}")
 
 
-def upload_prefix(upload_id: str) -> str:
-    """Every chunk of one tus upload."""
-    return check_prefix(f"{UPLOADS}{upload_id}/")
+def chunk_prefix(job_id: str) -> str:
+    """Every chunk of the tus upload that makes job ``job_id``."""
+    return check_prefix(f"{CHUNKS}{job_id}/")
 
 
-def chunk_key(upload_id: str, start: int, token: str) -> str:
+def chunk_key(job_id: str, start: int, token: str) -> str:
     """The bytes one PATCH appended at ``start`` (``token``: that request's own name)."""
-    return check_key(f"{upload_prefix(upload_id)}{start:020d}-{token}")
+    return check_key(f"{chunk_prefix(job_id)}{start:020d}-{token}")
 
 
-def chunk_upload_id(key: str) -> str | None:
-    """The upload id of a chunk key, or None for any other key."""
-    rest = key.removeprefix(UPLOADS)
-    upload_id, slash, name = rest.partition("/")
-    return upload_id if rest != key and slash and name and "/" not in name else None
+def chunk_job_id(key: str) -> str | None:
+    """The job id of a chunk key, or None for any other key."""
+    rest = key.removeprefix(CHUNKS)
+    job_id, slash, name = rest.partition("/")
+    return job_id if rest != key and slash and name and "/" not in name else None

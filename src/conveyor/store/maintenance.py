@@ -62,6 +62,16 @@ class Maintenance:
                 delete(outbox).where(outbox.c.job_id == job_id, outbox.c.state != "pending")
             )
 
+    def input_keys(self, ids: Iterable[str]) -> dict[str, str]:
+        """The input key of each of the jobs ``ids`` that exists."""
+        wanted = list(ids)
+        found: dict[str, str] = {}
+        with self.db.reader.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                found.update((str(j), str(k)) for j, k in conn.execute(
+                    select(jobs.c.id, jobs.c.input_key).where(jobs.c.id.in_(wanted[i : i + 500]))))
+        return found
+
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         wanted = list(ids)
         found: set[str] = set()

@@ -241,6 +241,7 @@ uploads = Table(
     Column("expires_at", Float, nullable=False),
 )
 Index("ix_uploads_state", uploads.c.state, uploads.c.expires_at)
+Index("ix_uploads_job", uploads.c.job_id)  # 0009: whose are the chunks under chunks/{job id}/
 
 #: The chunks of tus uploads on object storage (0009): one row per PATCH that appended bytes,
 #: written in the transaction that moves the upload's offset from ``start`` to

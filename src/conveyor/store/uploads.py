@@ -171,6 +171,18 @@ class Uploads:
                 ).scalars())
         return found
 
+    def receiving_jobs(self, job_ids: list[str]) -> set[str]:
+        """Those of ``job_ids`` whose upload is still receiving (their chunks are wanted)."""
+        found: set[str] = set()
+        with self.db.reader.connect() as conn:
+            for i in range(0, len(job_ids), 500):
+                found.update(conn.execute(
+                    select(uploads.c.job_id)
+                    .where(uploads.c.job_id.in_(job_ids[i : i + 500]),
+                           uploads.c.state == RECEIVING)
+                ).scalars())
+        return found
+
     def forget(self, before: float) -> int:
         """Drop rows that ended (done, terminated, expired) before ``before``."""
         with self.db.tx() as tx:

@@ -1,19 +1,20 @@
 """tus uploads on object storage: any server goes on with any upload (no sticky sessions).
 
 On S3 nothing is staged on a server's disk. Each PATCH streams its body into an object of its
-own, ``uploads/{upload id}/{start}-{token}``, and one transaction moves the upload's offset
-from ``start`` and records that chunk (:meth:`conveyor.store.uploads.Uploads.advance`). The
+own, ``chunks/{job id}/{start}-{token}``, and one transaction moves the upload's offset from
+``start`` and records that chunk (:meth:`conveyor.store.uploads.Uploads.advance`). The
 offset moves only from the value the PATCH started at, so of two PATCHes at one offset on two
 servers one wins; the other's object is deleted and it answers 409 ``offset_mismatch``. No
 lock is held across servers, so a server that dies mid-PATCH blocks nobody: the next PATCH
 starts again from the durable offset (within one server, a second PATCH of the same upload
 still gets 423).
 
-The last byte makes the job's input out of the chunks (:meth:`S3Storage.compose`: a copy
+The last byte makes the job's input: an upload sent in one chunk keeps that chunk as its
+input (nothing is copied); otherwise the input is made of the chunks (:meth:`S3Storage.compose`:
 inside S3 when each chunk but the last is at least one part long, else streamed through this
-server), hashes it (the running sha256 when this server received every chunk in order, else
-the input read back once), and commits the job as on local storage. The chunks go after the
-commit; those of uploads that ended (at any server) go at the next sweep.
+server). The input is hashed (the running sha256 when this server received every chunk in
+order, else the input read back once) and the job committed as on local storage. The other
+chunks go after the commit; those of uploads that ended (at any server) at the next sweep.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from conveyor.errors import OffsetMismatch, UploadGone, UploadLocked
 from conveyor.processors.sniff import SNIFF_BYTES
 from conveyor.settings import Settings
 from conveyor.storage import NotFound, input_key
-from conveyor.storage.keys import UPLOADS, chunk_key, chunk_upload_id, upload_prefix
+from conveyor.storage.keys import CHUNKS, chunk_job_id, chunk_key, chunk_prefix
 from conveyor.storage.s3 import S3Storage
 from conveyor.store import Store
 from conveyor.store.uploads import DONE, EXPIRED, RECEIVING, TERMINATED, Upload
@@ -84,7 +85,7 @@ class SharedUploads(TusUploads):
             raise UploadLocked(f"another request is writing upload {upload_id}")
         self._busy.add(upload_id)
         try:
-            key = chunk_key(upload_id, upload.offset, secrets.token_hex(8))
+            key = chunk_key(upload.job_id, upload.offset, secrets.token_hex(8))
             got = await receive(body, ObjectSink(self.objects, key), upload.offset,
                                 upload.length, self._running(upload), checksum)
             if got.offset > upload.offset:
@@ -96,11 +97,12 @@ class SharedUploads(TusUploads):
         return upload, got.cut_short
 
     async def terminate(self, upload_id: str, tenant_id: str | None = None) -> None:
-        await self.load(upload_id, tenant_id)
-        # A done upload's job stays (DELETE /v1/jobs/{id} removes it); the upload goes. A
-        # PATCH in flight finds the upload ended and deletes its own chunk.
+        upload = await self.load(upload_id, tenant_id)
+        # A done upload's job stays, with its input (DELETE /v1/jobs/{id} removes them); the
+        # upload goes. A PATCH in flight finds the upload ended and deletes its own chunk.
         await to_thread.run_sync(self.store.uploads.end, upload_id, TERMINATED)
-        await self.objects.delete_prefix(upload_prefix(upload_id))
+        if upload.state != DONE:
+            await self.objects.delete_prefix(chunk_prefix(upload.job_id))
         self._hashes.pop(upload_id, None)
 
     # -- internals -----------------------------------------------------------------------
@@ -134,8 +136,11 @@ class SharedUploads(TusUploads):
                 at += length
             if at != upload.length:
                 raise OSError(f"upload {upload.id}: its chunks end at {at}, not {upload.length}")
-            key = input_key(upload.job_id)
-            await self.objects.compose([(k, n) for _start, n, k in chunks], key)
+            if len(chunks) == 1:
+                key = chunks[0][2]  # sent in one piece: that object is the input
+            else:
+                key = input_key(upload.job_id)
+                await self.objects.compose([(k, n) for _start, n, k in chunks], key)
             cached = self._hashes.get(upload.id)
             sha = cached[1] if cached is not None and cached[0] == upload.length else None
             head, sha = await self._read_back(key, upload.length, sha)
@@ -146,9 +151,12 @@ class SharedUploads(TusUploads):
                 return now
             raise
         job = new_job(upload, sha.hexdigest(), head, self.settings)
+        job.input_key = key
         await to_thread.run_sync(self.store.uploads.finish, upload, job)
         self._hashes.pop(upload.id, None)
-        await self.objects.delete_prefix(upload_prefix(upload.id))
+        for other in await self.objects.keys(chunk_prefix(upload.job_id)):
+            if other != key:
+                await self.objects.delete(other)
         return await self.load(upload.id)
 
     async def _read_back(self, key: str, length: int, sha: Any | None) -> tuple[bytes, Any]:
@@ -192,7 +200,7 @@ class SharedUploads(TusUploads):
         for upload_id in await to_thread.run_sync(self.staging.ids):
             upload = await to_thread.run_sync(self.store.uploads.get, upload_id)
             if upload is not None and upload.state == RECEIVING and upload.offset > 0:
-                key = chunk_key(upload_id, 0, secrets.token_hex(8))
+                key = chunk_key(upload.job_id, 0, secrets.token_hex(8))
                 await self.objects.put_from_file(self.staging.path(upload_id), key)
                 if await to_thread.run_sync(self.store.uploads.adopt, upload_id,
                                             upload.offset, key):
@@ -205,25 +213,31 @@ class SharedUploads(TusUploads):
         return adopted
 
     async def _drop_strays(self) -> int:
-        """Remove the chunks of uploads that are not receiving any more."""
-        by_upload: dict[str, list[str]] = {}
-        for key in await self.objects.keys(UPLOADS):
-            upload_id = chunk_upload_id(key)
-            if upload_id is not None:
-                by_upload.setdefault(upload_id, []).append(key)
-        wanted = await to_thread.run_sync(self.store.uploads.receiving, list(by_upload))
+        """Remove the chunks nothing wants: those of uploads that are not receiving, except
+        a job's input."""
+        by_job: dict[str, list[str]] = {}
+        for key in await self.objects.keys(CHUNKS):
+            job_id = chunk_job_id(key)
+            if job_id is not None:
+                by_job.setdefault(job_id, []).append(key)
+        wanted = await to_thread.run_sync(self.store.uploads.receiving_jobs, list(by_job))
+        inputs = await to_thread.run_sync(self.store.maintenance.input_keys, list(by_job))
         removed = 0
-        for upload_id, keys in by_upload.items():
-            if upload_id not in wanted:
-                for key in keys:
+        for job_id, keys in by_job.items():
+            if job_id in wanted:
+                continue
+            for key in keys:
+                if key != inputs.get(job_id):
                     await self.objects.delete(key)
-                removed += 1
+                    removed += 1
         return removed
 
     async def _drop(self, upload_id: str, due_before: float | None) -> int:
-        if due_before is not None and not await to_thread.run_sync(
+        """Expire an upload due before ``due_before``, with its chunks."""
+        upload = await to_thread.run_sync(self.store.uploads.get, upload_id)
+        if upload is None or due_before is None or not await to_thread.run_sync(
                 self.store.uploads.end, upload_id, EXPIRED, due_before):
             return 0
-        await self.objects.delete_prefix(upload_prefix(upload_id))
+        await self.objects.delete_prefix(chunk_prefix(upload.job_id))
         self._hashes.pop(upload_id, None)
         return 1
