@@ -6,6 +6,7 @@ Keys are relative, slash-separated names made by conveyor itself, never by a cli
     artifacts/{job id}/{token}/{name}     what one attempt (lease token) produced
     chunks/{job id}/{start}-{token}       one PATCH's bytes of the tus upload of a job (S3);
                                           an upload sent in one chunk keeps it as its input
+    chunks/{job id}/input-{token}         the input made of an upload's chunks (S3)
 
 Prefixes end with ``/`` so that listing ``artifacts/01AB/`` never matches ``artifacts/01ABC/``.
 """
@@ -71,6 +72,11 @@ def chunk_prefix(job_id: str) -> str:
 def chunk_key(job_id: str, start: int, token: str) -> str:
     """The bytes one PATCH appended at ``start`` (``token``: that request's own name)."""
     return check_key(f"{chunk_prefix(job_id)}{start:020d}-{token}")
+
+
+def composed_key(job_id: str, token: str) -> str:
+    """The input one finisher makes of an upload's chunks."""
+    return check_key(f"{chunk_prefix(job_id)}input-{token}")
 
 
 def chunk_job_id(key: str) -> str | None:

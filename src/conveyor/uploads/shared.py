@@ -9,12 +9,13 @@ lock is held across servers, so a server that dies mid-PATCH blocks nobody: the 
 starts again from the durable offset (within one server, a second PATCH of the same upload
 still gets 423).
 
-The last byte makes the job's input: an upload sent in one chunk keeps that chunk as its
-input (nothing is copied); otherwise the input is made of the chunks (:meth:`S3Storage.compose`:
-inside S3 when each chunk but the last is at least one part long, else streamed through this
-server). The input is hashed (the running sha256 when this server received every chunk in
-order, else the input read back once) and the job committed as on local storage. The other
-chunks go after the commit; those of uploads that ended (at any server) at the next sweep.
+The last byte makes the job's input, under the same prefix: an upload sent in one chunk keeps
+that chunk as its input (nothing is copied); otherwise the input is a new object made of the
+chunks (:meth:`S3Storage.compose`: inside S3 when each chunk but the last is at least one part
+long, else streamed through this server). The input is hashed (the running sha256 when this
+server received every chunk in order, else the input read back once) and the job committed as
+on local storage. The other chunks go after the commit; those no receiving upload or job wants
+(at any server) at the next sweep.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from anyio import to_thread
 from conveyor.errors import OffsetMismatch, UploadGone, UploadLocked
 from conveyor.processors.sniff import SNIFF_BYTES
 from conveyor.settings import Settings
-from conveyor.storage import NotFound, input_key
-from conveyor.storage.keys import CHUNKS, chunk_job_id, chunk_key, chunk_prefix
+from conveyor.storage import NotFound
+from conveyor.storage.keys import CHUNKS, chunk_job_id, chunk_key, chunk_prefix, composed_key
 from conveyor.storage.s3 import S3Storage
 from conveyor.store import Store
 from conveyor.store.uploads import DONE, EXPIRED, RECEIVING, TERMINATED, Upload
@@ -139,7 +140,9 @@ class SharedUploads(TusUploads):
             if len(chunks) == 1:
                 key = chunks[0][2]  # sent in one piece: that object is the input
             else:
-                key = input_key(upload.job_id)
+                # An object of this finisher's own: another server finishing the same upload
+                # at once never writes (nor, failing, deletes) the input that gets committed.
+                key = composed_key(upload.job_id, secrets.token_hex(8))
                 await self.objects.compose([(k, n) for _start, n, k in chunks], key)
             cached = self._hashes.get(upload.id)
             sha = cached[1] if cached is not None and cached[0] == upload.length else None
@@ -152,11 +155,13 @@ class SharedUploads(TusUploads):
             raise
         job = new_job(upload, sha.hexdigest(), head, self.settings)
         job.input_key = key
-        await to_thread.run_sync(self.store.uploads.finish, upload, job)
         self._hashes.pop(upload.id, None)
-        for other in await self.objects.keys(chunk_prefix(upload.job_id)):
-            if other != key:
-                await self.objects.delete(other)
+        if await to_thread.run_sync(self.store.uploads.finish, upload, job):
+            for other in await self.objects.keys(chunk_prefix(upload.job_id)):
+                if other != key:
+                    await self.objects.delete(other)
+        elif len(chunks) > 1:
+            await self.objects.delete(key)  # another finisher's input was committed
         return await self.load(upload.id)
 
     async def _read_back(self, key: str, length: int, sha: Any | None) -> tuple[bytes, Any]:
