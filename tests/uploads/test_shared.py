@@ -270,5 +270,9 @@ def test_sweeps_keep_inputs_and_remove_stray_chunks(server_factory: Callable[...
             time.sleep(0.1)
         assert _chunks(moto, prefix) == sorted([chunk, kept])
         assert c.get(f"/v1/jobs/{job_id}/input").content == data
+        # Terminating the done upload ends the upload, not its job's input.
+        assert c.delete(path, headers=TUS).status_code == 204
+        assert _chunks(moto, prefix) == sorted([chunk, kept])
+        assert c.get(f"/v1/jobs/{job_id}/input").content == data
         assert c.delete(f"/v1/jobs/{job_id}").status_code in (200, 202, 204)
         assert _chunks(moto, prefix) == [kept]

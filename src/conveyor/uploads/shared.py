@@ -102,9 +102,16 @@ class SharedUploads(TusUploads):
         # A done upload's job stays, with its input (DELETE /v1/jobs/{id} removes them); the
         # upload goes. A PATCH in flight finds the upload ended and deletes its own chunk.
         await to_thread.run_sync(self.store.uploads.end, upload_id, TERMINATED)
-        if upload.state != DONE:
-            await self.objects.delete_prefix(chunk_prefix(upload.job_id))
+        await self._remove_chunks(upload.job_id)
         self._hashes.pop(upload_id, None)
+
+    async def _remove_chunks(self, job_id: str) -> None:
+        """Remove the chunks of an upload that ended (no job can commit any more), but for
+        its job's input, if the job committed first."""
+        inputs = await to_thread.run_sync(self.store.maintenance.input_keys, [job_id])
+        for key in await self.objects.keys(chunk_prefix(job_id)):
+            if key != inputs.get(job_id):
+                await self.objects.delete(key)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -243,6 +250,6 @@ class SharedUploads(TusUploads):
         if upload is None or due_before is None or not await to_thread.run_sync(
                 self.store.uploads.end, upload_id, EXPIRED, due_before):
             return 0
-        await self.objects.delete_prefix(chunk_prefix(upload.job_id))
+        await self._remove_chunks(upload.job_id)
         self._hashes.pop(upload_id, None)
         return 1
