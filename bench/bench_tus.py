@@ -1,7 +1,7 @@
 """W-tus: a 1 GB file uploaded with tuspy (checksums on) to conveyor and, in the same run, to
 the Node reference server (``@tus/server`` + ``@tus/file-store``).
 
-Run: ``python bench/bench_tus.py [--size-mb 1024] [--chunk-mb 64] [--runs 3]``.
+Run: ``python bench/bench_tus.py [--size-mb 1024] [--chunk-mb 64] [--runs 3] [--s3]``.
 
 Per run and server: a fresh server process (conveyor: ``conveyor serve --no-workers``, a fresh
 data dir under ``bench/.cache``; the reference: ``node bench/tusnode/server.mjs`` with a fresh
@@ -13,6 +13,11 @@ RSS after the warm-up. The reference server is installed with ``npm ci`` from
 
 Results go to ``bench/results/tus.md``; goal (issue 15): conveyor >= 2x faster than the
 reference, RSS growth <= 50 MB.
+
+``--s3`` adds, in the same run, conveyor on S3 (moto's server mode, as ``bench_s3.py``): each
+PATCH streams into an object of its own and the last one makes the input of them (no upload is
+staged on disk). moto is Python and keeps objects in its own process: it, not conveyor, sets
+that row's ceiling. Results then go to ``bench/results/tus-s3.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import httpx
 from tusclient import client as tus_client
 
 ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(ROOT))
 NODE_DIR = ROOT / "bench" / "tusnode"
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results" / "tus.md"
@@ -75,11 +82,17 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def conveyor(folder: Path, size: int) -> Iterator[Running]:
+def conveyor(folder: Path, size: int, s3: str | None = None) -> Iterator[Running]:
+    """``conveyor serve`` on local storage, or on the S3 endpoint ``s3``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update({"CONVEYOR_DATA_DIR": str(folder), "CONVEYOR_LOG_LEVEL": "WARNING",
                 "CONVEYOR_MAX_UPLOAD_BYTES": str(size * 2), "CONVEYOR_MIN_FREE_BYTES": "0"})
+    if s3 is not None:
+        from bench.bench_s3 import BUCKET, CREDENTIALS
+
+        env.update({**CREDENTIALS, "AWS_ENDPOINT_URL": s3,
+                    "CONVEYOR_STORAGE_URL": f"s3://{BUCKET}/{folder.parent.name}"})
     proc = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--port", str(port),
                              "--no-workers"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -155,6 +168,8 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--chunk-mb", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--s3", action="store_true",
+                        help="add conveyor on S3 (moto's server mode) to the run")
     args = parser.parse_args()
     size, chunk = args.size_mb * MiB, args.chunk_mb * MiB
     node_modules()
@@ -164,21 +179,37 @@ def main() -> None:
     warmup = CACHE / "tus-warmup.bin"
     make_file(warmup, MiB)
     results: dict[str, list[tuple[float, float, float]]] = {"conveyor": [], "@tus/server": []}
-    for run in range(args.runs):
-        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-            with conveyor(Path(tmp) / "conveyor", size) as srv:
-                results["conveyor"].append(measure(srv, source, warmup, chunk))
-            with reference(Path(tmp) / "node") as srv:
-                results["@tus/server"].append(measure(srv, source, warmup, chunk))
-        print(f"run {run + 1}: " + ", ".join(
-            f"{name} {r[-1][0]:.2f} s +{r[-1][1]:.0f} MB {r[-1][2]:.1f} CPU s"
-            for name, r in results.items()),
-            flush=True)
+    moto: subprocess.Popen[bytes] | None = None
+    endpoint = None
+    if args.s3:
+        from bench.bench_s3 import start_moto
+
+        results["conveyor on S3 (moto)"] = []
+        moto, endpoint = start_moto(CACHE)
+    try:
+        for run in range(args.runs):
+            with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+                with conveyor(Path(tmp) / "conveyor", size) as srv:
+                    results["conveyor"].append(measure(srv, source, warmup, chunk))
+                with reference(Path(tmp) / "node") as srv:
+                    results["@tus/server"].append(measure(srv, source, warmup, chunk))
+                if endpoint is not None:
+                    with conveyor(Path(tmp) / "conveyor-s3", size, endpoint) as srv:
+                        results["conveyor on S3 (moto)"].append(
+                            measure(srv, source, warmup, chunk))
+            print(f"run {run + 1}: " + ", ".join(
+                f"{name} {r[-1][0]:.2f} s +{r[-1][1]:.0f} MB {r[-1][2]:.1f} CPU s"
+                for name, r in results.items()),
+                flush=True)
+    finally:
+        if moto is not None:
+            moto.kill()
+            moto.wait(10)
     med = {name: tuple(statistics.median(x[i] for x in r) for i in range(3))
            for name, r in results.items()}
     ratio = med["@tus/server"][0] / med["conveyor"][0]
     lines = [
-        "# W-tus: 1 GB with tuspy (checksums on), conveyor beside @tus/server",
+        f"# W-tus: {args.size_mb} MiB with tuspy (checksums on), conveyor beside @tus/server",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} CPUs, "
         f"{args.size_mb} MiB file, tuspy chunk {args.chunk_mb} MiB (Upload-Checksum sha1 on "
@@ -196,7 +227,11 @@ def main() -> None:
                      f"{cpu:.2f} | {runs} |")
     lines += ["", f"conveyor is {ratio:.2f}x the speed of @tus/server "
               f"(goal >= 2x; RSS growth goal <= 50 MB)."]
-    RESULTS.write_text("\n".join(lines) + "\n")
+    if args.s3:
+        lines += ["", "conveyor on S3: each PATCH streams into an object of its own, and the "
+                  "last makes the input of them (one chunk: that object; several: part copies "
+                  "inside S3). moto, a Python process, stores and copies every byte itself."]
+    (RESULTS.with_name("tus-s3.md") if args.s3 else RESULTS).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -32,13 +32,19 @@ from conveyor.uploads.staging import StagedFile, Staging, valid_id
 
 log = logging.getLogger("conveyor.uploads")
 
+#: Running hashes kept per process (about 200 bytes each); a forgotten one costs one read of
+#: the upload's bytes at its end.
+MAX_HASHES = 10_000
+
 
 class TusUploads:
     def __init__(self, settings: Settings, store: Store, storage: Storage) -> None:
         self.settings, self.store, self.storage = settings, store, storage
         self.staging = Staging(settings.data_dir / "uploads")
         self.expiry_s = settings.upload_expiry.total_seconds()
-        #: upload id -> (offset, sha256 of the bytes before it)
+        #: upload id -> (offset, sha256 of the bytes before it), in the order the uploads last
+        #: moved; past MAX_HASHES the oldest goes (an upload another server finished, or one
+        #: abandoned, leaves its entry here).
         self._hashes: dict[str, tuple[int, Any]] = {}
 
     # -- reading -------------------------------------------------------------------------
@@ -148,7 +154,10 @@ class TusUploads:
         if not moved:
             raise UploadGone(f"upload {upload.id} expired or was terminated meanwhile")
         if got.sha256 is not None:
+            self._hashes.pop(upload.id, None)
             self._hashes[upload.id] = (got.offset, got.sha256)
+            if len(self._hashes) > MAX_HASHES:  # forget the least recently moved upload
+                self._hashes.pop(next(iter(self._hashes)))
         return await self.load(upload.id)
 
     async def _finish_locked(self, upload: Upload) -> Upload:
