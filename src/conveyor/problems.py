@@ -68,8 +68,9 @@ CODES: dict[str, str] = {
     "bad_metadata": "tus: Upload-Metadata is not `key base64value` pairs (or a value is not "
     "UTF-8)",
     "locked": "tus: another request is writing this upload now; retry once it ends",
-    "upload_elsewhere": "tus: the bytes received so far are on another conveyor server; send "
-    "this upload's requests to the server that received them (or share the data dir)",
+    "upload_elsewhere": "tus on local storage: the bytes received so far are on another "
+    "conveyor server; send this upload's requests to the server that received them (or share "
+    "the data dir, or use S3 storage)",
     "unsupported_media_type": "the Content-Type is not the one this route takes "
     "(tus PATCH: application/offset+octet-stream)",
     "unsupported_version": "tus: Tus-Resumable is not a version this server speaks (1.0.0)",
