@@ -8,18 +8,27 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import Server, module_server
+from tests.conftest import BACKENDS, Server, module_server, storage_env
 
 LIMIT = 4 * 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
 
 
-@pytest.fixture(scope="module")
-def tus_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for a module of tus request/response tests (upload limit 4 MiB)."""
-    yield from module_server(tmp_path_factory, "tus", CONVEYOR_WORKERS="1",
-                             CONVEYOR_MAX_UPLOAD_BYTES=str(LIMIT))
+@pytest.fixture(scope="module", params=BACKENDS)
+def tus_api(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server per storage backend for a module of tus request/response tests (upload
+    limit 4 MiB): the uploads are staged on its disk, or chunks on S3."""
+    yield from module_server(tmp_path_factory, f"tus-{request.param}", CONVEYOR_WORKERS="1",
+                             CONVEYOR_MAX_UPLOAD_BYTES=str(LIMIT), **storage_env(request))
+
+
+def staged(srv: Server) -> dict[str, bytes]:
+    """The bytes of unfinished uploads: staged files on local storage, chunks on S3."""
+    if srv.s3_prefix is not None:
+        return srv.stored("chunks/")
+    return {p.name: p.read_bytes() for p in (srv.data_dir / "uploads").glob("*.bin")}
 
 
 def metadata(**pairs: str) -> str:

@@ -21,6 +21,7 @@ from tests.uploads.conftest import (
     metadata,
     offset_of,
     patch,
+    staged,
 )
 
 
@@ -162,7 +163,7 @@ def test_refusals_append_nothing(tus_api: Server) -> None:
 
 
 def test_creation_refusals(tus_api: Server) -> None:
-    staged = set((tus_api.data_dir / "uploads").glob("*.bin"))
+    before = staged(tus_api)
     with tus_api.client() as c:
         def post(length: str | None = "10", meta: str | None = None,
                  **headers: str) -> httpx.Response:
@@ -189,7 +190,7 @@ def test_creation_refusals(tus_api: Server) -> None:
         assert post(**{"Tus-Resumable": "2.0.0"}).headers["Tus-Version"] == "1.0.0"
         # Other clients' own keys are ignored, not refused.
         assert post(meta=metadata(relativePath="x/y", name="y.txt")).status_code == 201
-    assert set((tus_api.data_dir / "uploads").glob("*.bin")) == staged  # nothing staged
+    assert staged(tus_api) == before  # nothing staged
 
 
 def test_unknown_and_terminated(tus_api: Server) -> None:
@@ -198,13 +199,14 @@ def test_unknown_and_terminated(tus_api: Server) -> None:
                      "/v1/uploads/nope"):
             assert c.head(path, headers=TUS).status_code == 404
             _problem(patch(c, path, 0, b"x"), 404, "not_found")
+        before = staged(tus_api)
         path = create(c, 10)
         assert patch(c, path, 0, b"abc").status_code == 204
-        staged = tus_api.data_dir / "uploads" / f"{path.rsplit('/', 1)[1]}.bin"
-        assert staged.read_bytes() == b"abc"
+        [new] = set(staged(tus_api)) - set(before)
+        assert staged(tus_api)[new] == b"abc"
         r = c.delete(path, headers=TUS)
         assert r.status_code == 204 and r.headers["Tus-Resumable"] == "1.0.0"
-        assert not staged.exists()
+        assert new not in staged(tus_api)
         head = c.head(path, headers=TUS)
         assert head.status_code == 410 and "Upload-Offset" not in head.headers
         _problem(patch(c, path, 3, b"def"), 410, "gone")
