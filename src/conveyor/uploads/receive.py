@@ -148,8 +148,8 @@ async def receive(stream: AsyncIterator[bytes], sink: Sink, start: int, length: 
     await sink.open()
     running = sha256.copy() if sha256 is not None else None
     verify = ALGORITHMS[checksum[0]]() if checksum is not None else None
-    # The sink, the running sha256 and the checksum each in their own lane: a PATCH costs
-    # the slowest of them, not their sum (hashlib releases the GIL).
+    # The running sha256 and the checksum each in a lane of their own (as the file sink's
+    # writes): a PATCH costs the slowest of them, not their sum (hashlib releases the GIL).
     hashes = [_Lane(h.update, DEPTH) for h in (running, verify) if h is not None]
 
     async def push(data: bytes) -> None:
