@@ -276,3 +276,33 @@ def test_sweeps_keep_inputs_and_remove_stray_chunks(server_factory: Callable[...
         assert c.get(f"/v1/jobs/{job_id}/input").content == data
         assert c.delete(f"/v1/jobs/{job_id}").status_code in (200, 202, 204)
         assert _chunks(moto, prefix) == [kept]
+
+
+def test_s3_down_mid_upload_appends_nothing(server_factory: Callable[..., Server],
+                                            moto: objects.Moto) -> None:
+    """S3 unreachable: a PATCH is 503 ``storage_unavailable`` and appends nothing (the offset
+    lives in the database: HEAD still answers); once S3 is back the upload goes on and ends
+    whole, in one chunk or in a multipart object."""
+    gate = objects.Gate(moto.port).up()
+    try:
+        env = moto.env(endpoint=gate.endpoint)
+        srv = server_factory(CONVEYOR_WORKERS="1", **env,
+                             CONVEYOR_MAX_UPLOAD_BYTES=str(64 * 1024**2))
+        data = os.urandom(400_000)
+        with srv.client() as c:
+            path = create(c, len(data), filename="outage.bin", pipeline="probe")
+            assert patch(c, path, 0, data[:100_000]).status_code == 204
+            gate.down()
+            for size in (1000, 200_000):  # one PUT; a multipart object (64 KiB parts)
+                r = patch(c, path, 100_000, data[100_000:100_000 + size])
+                assert r.status_code == 503, r.text
+                assert r.json()["code"] == "storage_unavailable"
+                assert offset_of(c, path) == 100_000
+            gate.up()
+            r = patch(c, path, 100_000, data[100_000:])
+            assert r.status_code == 204, r.text
+            job = srv.wait_state(r.headers["Conveyor-Job-Id"])
+            assert job["input"]["sha256"] == hashlib.sha256(data).hexdigest()  # type: ignore[index]
+            assert c.get(f"/v1/jobs/{job['id']}/input").content == data
+    finally:
+        gate.down()
