@@ -162,24 +162,19 @@ class Uploads:
 
     def receiving(self, ids: list[str]) -> set[str]:
         """Those of ``ids`` that are still receiving (their staged bytes are wanted)."""
-        found: set[str] = set()
-        with self.db.reader.connect() as conn:
-            for i in range(0, len(ids), 500):
-                found.update(conn.execute(
-                    select(uploads.c.id)
-                    .where(uploads.c.id.in_(ids[i : i + 500]), uploads.c.state == RECEIVING)
-                ).scalars())
-        return found
+        return self._receiving(uploads.c.id, ids)
 
     def receiving_jobs(self, job_ids: list[str]) -> set[str]:
         """Those of ``job_ids`` whose upload is still receiving (their chunks are wanted)."""
+        return self._receiving(uploads.c.job_id, job_ids)
+
+    def _receiving(self, column: Any, values: list[str]) -> set[str]:
         found: set[str] = set()
         with self.db.reader.connect() as conn:
-            for i in range(0, len(job_ids), 500):
+            for i in range(0, len(values), 500):
                 found.update(conn.execute(
-                    select(uploads.c.job_id)
-                    .where(uploads.c.job_id.in_(job_ids[i : i + 500]),
-                           uploads.c.state == RECEIVING)
+                    select(column)
+                    .where(column.in_(values[i : i + 500]), uploads.c.state == RECEIVING)
                 ).scalars())
         return found
 
