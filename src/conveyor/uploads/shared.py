@@ -105,12 +105,14 @@ class SharedUploads(TusUploads):
         await self._remove_chunks(upload.job_id)
         self._hashes.pop(upload_id, None)
 
-    async def _remove_chunks(self, job_id: str) -> None:
+    async def _remove_chunks(self, job_id: str, keep: str | None = None) -> None:
         """Remove the chunks of an upload that ended (no job can commit any more), but for
-        its job's input, if the job committed first."""
-        inputs = await to_thread.run_sync(self.store.maintenance.input_keys, [job_id])
+        its job's input: ``keep``, or looked up, if the job committed first."""
+        if keep is None:
+            keep = (await to_thread.run_sync(self.store.maintenance.input_keys,
+                                             [job_id])).get(job_id)
         for key in await self.objects.keys(chunk_prefix(job_id)):
-            if key != inputs.get(job_id):
+            if key != keep:
                 await self.objects.delete(key)
 
     # -- internals -----------------------------------------------------------------------
@@ -164,9 +166,7 @@ class SharedUploads(TusUploads):
         job.input_key = key
         self._hashes.pop(upload.id, None)
         if await to_thread.run_sync(self.store.uploads.finish, upload, job):
-            for other in await self.objects.keys(chunk_prefix(upload.job_id)):
-                if other != key:
-                    await self.objects.delete(other)
+            await self._remove_chunks(upload.job_id, keep=key)
         elif len(chunks) > 1:
             await self.objects.delete(key)  # another finisher's input was committed
         return await self.load(upload.id)
