@@ -71,10 +71,16 @@ class Reconciler:
         """Once per lost node: send again the due jobs whose message went out before it was
         last seen. Its running jobs come back through their leases; this covers messages it
         had received but not claimed (on Redis they stay unacked until the visibility
-        timeout). Duplicates are harmless: a message finds its job claimed and acks."""
+        timeout). Duplicates are harmless: a message finds its job claimed and acks.
+
+        The node took messages until it died, after its last beat: a message sent just after
+        that beat may be one it held. So "sent before" reaches as far past the last beat as
+        the node could have lived unseen (a margin that also covers clocks that differ between
+        machines)."""
         dispatching = self.store.dispatching
-        for node in dispatching.lost(now - lost_after(self.lease_s)):
-            ids = dispatching.sent_before(node.seen_at, now)
+        silence = lost_after(self.lease_s)
+        for node in dispatching.lost(now - silence):
+            ids = dispatching.sent_before(min(node.seen_at + silence, now), now)
             if ids:
                 self.publisher.publish(ids)
             if dispatching.forget(node.id):
