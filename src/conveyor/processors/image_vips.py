@@ -2,10 +2,11 @@
 
 Each rendition comes from ``pyvips.Image.thumbnail_source``: shrink-on-load (JPEG DCT scaling,
 WebP and HEIF scaled decode), sequential access, and the resize streamed straight into the
-encoder, so a 100-megapixel JPEG never sits in memory whole. The file is fed to libvips through a
-buffered Python reader (:func:`_source`) rather than by name: given a name, libvips maps the whole
-file, and a 100 MB JPEG then counts 100 MB more in the worker's resident set. The widest
-rendition, when small enough, is kept in memory and the narrower ones are made from it.
+encoder, so a 100-megapixel JPEG never sits in memory whole. libvips maps the file it reads, and
+a 100 MB JPEG would then count 100 MB more in the worker's resident set: a file over
+:data:`MAPPED_BYTES` is fed to libvips through a buffered Python reader instead (:func:`_source`).
+The widest rendition, when small enough, is kept in memory and the narrower ones are made from
+it.
 
 libvips is configured once per process (:func:`vips`): only the loaders of the formats the
 processor accepts may run (every other loader, and every loader libvips calls untrusted, is
@@ -37,6 +38,8 @@ _ALLOWED_CLASSES = ("VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoa
 CONCURRENCY = 1
 #: A widest rendition up to this many pixels is kept in memory to make the narrower ones.
 MEMORY_BASE_PIXELS = 16_000_000
+#: Inputs up to this size are mapped by libvips; larger ones are streamed (:func:`_source`).
+MAPPED_BYTES = 32 << 20
 #: Loader errors that fail the job: a truncated file is corrupt, as it is for Pillow.
 _FAIL_ON = "truncated"
 
@@ -65,9 +68,13 @@ def _corrupt(exc: Exception) -> ProcessorError:
 
 
 def _source(path: str) -> tuple[pyvips.Source, BinaryIO]:
-    """A libvips source reading ``path`` through a 1 MiB-buffered file (no mmap)."""
+    """A libvips source for ``path``. A file of up to :data:`MAPPED_BYTES` is libvips' own
+    (it maps the file: no Python call per 4 KiB read, 7% of a photo's decode); a larger one
+    is read through a 1 MiB-buffered Python reader, so it is never mapped whole."""
     pv = vips()
     fh = open(path, "rb", buffering=1 << 20)  # closed by the caller
+    if os.fstat(fh.fileno()).st_size <= MAPPED_BYTES:
+        return pv.Source.new_from_descriptor(fh.fileno()), fh
     source = pv.SourceCustom()
     source.on_read(fh.read)
     source.on_seek(fh.seek)
