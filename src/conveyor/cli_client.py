@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-from conveyor.client import Client, default_base_url
+from conveyor.client import Client, UploadStore, default_base_url
 from conveyor.errors import ClientError
 
 out = Console(highlight=False, soft_wrap=True)
@@ -205,6 +205,15 @@ def submit(
         "--reuse", help="When this tenant already has a succeeded job made from the same "
         "bytes, pipeline, options and processor version, the new job succeeds at once with "
         "its result (uploads only: an imported URL's bytes are not known yet).")] = False,
+    resumable: Annotated[bool, typer.Option(
+        "--resumable", help="Upload over tus (/v1/uploads): cut connections and server "
+        "restarts are resumed from the server's offset, and running the same command again "
+        "resumes an interrupted upload (remembered in $XDG_CACHE_HOME/conveyor/uploads.json). "
+        "No --reuse.")] = False,
+    chunk_mb: Annotated[float | None, typer.Option(
+        "--chunk-mb", min=0.01, help="With --resumable: send at most this many MiB per "
+        "request (for proxies that cap request bodies; default: the whole file).",
+        show_default=False)] = None,
     url: Url = None,
 ) -> None:
     """Upload FILES (streamed), or import --from-url URLs, and print each job's id;
@@ -214,6 +223,12 @@ def submit(
     """
     if not files and not from_url:
         raise fail("bad_usage", "name at least one file, or --from-url URL")
+    if resumable and reuse:
+        raise fail("bad_usage", "--reuse works with plain uploads only, not --resumable")
+    if chunk_mb is not None and not resumable:
+        raise fail("bad_usage", "--chunk-mb needs --resumable")
+    store = UploadStore() if resumable else None
+    chunk_size = None if chunk_mb is None else max(1, int(chunk_mb * 1024 * 1024))
     files = files or []
     opts = parse_options(options, option)
     wait = wait or out_dir is not None
@@ -228,9 +243,15 @@ def submit(
                     progress.update(task, completed=sent, total=total)
 
                 try:
-                    job = client.submit(path, pipeline=pipeline, options=opts,
-                                        priority=priority, webhook_url=webhook_url,
-                                        reuse=reuse, on_progress=on_progress)
+                    if store is not None:
+                        job = client.submit_resumable(
+                            path, pipeline=pipeline, options=opts, priority=priority,
+                            webhook_url=webhook_url, chunk_size=chunk_size, store=store,
+                            on_progress=on_progress)
+                    else:
+                        job = client.submit(path, pipeline=pipeline, options=opts,
+                                            priority=priority, webhook_url=webhook_url,
+                                            reuse=reuse, on_progress=on_progress)
                 except ClientError as exc:
                     err.print(f"[red]error[/red] {escape(exc.code)}: {escape(exc.detail)} "
                               f"[dim]({escape(str(path))})[/]")

@@ -28,6 +28,7 @@ from conveyor.client._core import (
     is_terminal_job,
 )
 from conveyor.client._sync import Client
+from conveyor.client._tus import UploadStore, default_store_path
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -37,9 +38,11 @@ __all__ = [
     "Client",
     "SSEParser",
     "UploadPlan",
+    "UploadStore",
     "WaitPlan",
     "default_api_key",
     "default_base_url",
+    "default_store_path",
     "is_terminal_event",
     "is_terminal_job",
 ]

@@ -31,6 +31,7 @@ from conveyor.client._core import (
     _error_from,
     is_terminal_job,
 )
+from conveyor.client._tus import ResumableUpload, TusRequest, UploadStore
 from conveyor.errors import ClientError
 
 
@@ -114,6 +115,76 @@ class AsyncClient(BaseClient):
             "POST", plan.url, params=plan.params, headers=plan.headers, content=body()
         )
         return job
+
+    async def submit_resumable(
+        self,
+        path: PathLike,
+        *,
+        pipeline: str = "auto",
+        options: Mapping[str, Any] | None = None,
+        webhook_url: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        filename: str | None = None,
+        chunk_size: int | None = None,
+        store: UploadStore | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Upload the file at ``path`` over tus and return the new job (as
+        :meth:`Client.submit_resumable`)."""
+        upload = ResumableUpload.for_job(
+            self.base_url, path, pipeline=pipeline, options=options, webhook_url=webhook_url,
+            priority=priority, max_attempts=max_attempts, timeout_s=timeout_s,
+            filename=filename, chunk_size=chunk_size, store=store,
+        )
+        request: TusRequest | None = upload.first()
+        while request is not None:
+            if request.delay:
+                await anyio.sleep(request.delay)
+            try:
+                response = await self._tus_send(upload, request, on_progress)
+            except httpx.TransportError as exc:
+                request = upload.failed(request, exc)
+                continue
+            request = upload.answer(request, response)
+        assert upload.job_id is not None
+        job = await self.get(upload.job_id)
+        try:
+            await anyio.to_thread.run_sync(upload.check, job)
+        except ClientError:
+            with contextlib.suppress(ClientError, httpx.HTTPError):
+                await self.cancel(upload.job_id)
+            raise
+        return job
+
+    async def _tus_send(self, upload: ResumableUpload, request: TusRequest,
+                        on_progress: ProgressCallback | None) -> httpx.Response:
+        if request.method != "PATCH":
+            return await self._http.request(request.method, request.url,
+                                            headers=request.headers)
+
+        async def body() -> AsyncIterator[bytes]:
+            position, end = request.offset, request.offset + request.length
+            if on_progress:
+                on_progress(position, upload.size)
+            src = await anyio.open_file(upload.path, "rb")
+            try:
+                await src.seek(position)
+                while position < end:
+                    chunk = await src.read(min(CHUNK_SIZE, end - position))
+                    if not chunk:
+                        raise upload.shrunk()
+                    upload.hash.feed(position, chunk)
+                    yield chunk
+                    position += len(chunk)
+                    if on_progress:
+                        on_progress(position, upload.size)
+            finally:
+                await src.aclose()
+
+        return await self._http.request("PATCH", request.url, headers=request.headers,
+                                        content=body())
 
     async def submit_url(
         self,

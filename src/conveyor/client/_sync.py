@@ -29,6 +29,7 @@ from conveyor.client._core import (
     _error_from,
     is_terminal_job,
 )
+from conveyor.client._tus import ResumableUpload, TusRequest, UploadStore
 from conveyor.errors import ClientError
 
 
@@ -106,6 +107,80 @@ class Client(BaseClient):
             "POST", plan.url, params=plan.params, headers=plan.headers, content=body()
         )
         return job
+
+    def submit_resumable(
+        self,
+        path: PathLike,
+        *,
+        pipeline: str = "auto",
+        options: Mapping[str, Any] | None = None,
+        webhook_url: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        filename: str | None = None,
+        chunk_size: int | None = None,
+        store: UploadStore | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Upload the file at ``path`` over tus (``/v1/uploads``) and return the new job.
+
+        Cut connections, server restarts, 5xx and 423/429 answers are retried from the
+        server's offset (giving up after about a minute without progress). ``chunk_size``
+        sends at most that many bytes per request (for proxies that cap bodies; default: the
+        rest of the file). With a ``store`` (:class:`UploadStore`), an upload interrupted in
+        an earlier run of the same file and parameters is resumed. The job's input must have
+        the file's sha256, else the job is cancelled and ClientError ``checksum_mismatch``
+        (or ``file_changed``) is raised. ``on_progress(position, total)`` follows the bytes
+        going out; after a retry it starts again from the server's offset.
+        """
+        upload = ResumableUpload.for_job(
+            self.base_url, path, pipeline=pipeline, options=options, webhook_url=webhook_url,
+            priority=priority, max_attempts=max_attempts, timeout_s=timeout_s,
+            filename=filename, chunk_size=chunk_size, store=store,
+        )
+        request: TusRequest | None = upload.first()
+        while request is not None:
+            if request.delay:
+                time.sleep(request.delay)
+            try:
+                response = self._tus_send(upload, request, on_progress)
+            except httpx.TransportError as exc:
+                request = upload.failed(request, exc)
+                continue
+            request = upload.answer(request, response)
+        assert upload.job_id is not None
+        job = self.get(upload.job_id)
+        try:
+            upload.check(job)
+        except ClientError:
+            with contextlib.suppress(ClientError, httpx.HTTPError):
+                self.cancel(upload.job_id)
+            raise
+        return job
+
+    def _tus_send(self, upload: ResumableUpload, request: TusRequest,
+                  on_progress: ProgressCallback | None) -> httpx.Response:
+        if request.method != "PATCH":
+            return self._http.request(request.method, request.url, headers=request.headers)
+
+        def body() -> Iterator[bytes]:
+            position, end = request.offset, request.offset + request.length
+            if on_progress:
+                on_progress(position, upload.size)
+            with upload.path.open("rb") as src:
+                src.seek(position)
+                while position < end:
+                    chunk = src.read(min(CHUNK_SIZE, end - position))
+                    if not chunk:
+                        raise upload.shrunk()
+                    upload.hash.feed(position, chunk)
+                    yield chunk
+                    position += len(chunk)
+                    if on_progress:
+                        on_progress(position, upload.size)
+
+        return self._http.request("PATCH", request.url, headers=request.headers, content=body())
 
     def submit_url(
         self,
