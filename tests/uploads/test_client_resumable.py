@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -101,23 +102,29 @@ def test_a_server_killed_mid_upload_is_waited_for(server_factory: Callable[..., 
     assert _input(srv, job["id"]) == data
 
 
+def _stop_after(client: Client, path: Path, store: UploadStore, position: int) -> Any:
+    """Run an upload (1 MiB chunks) until ``position``, then stop the client as Ctrl-C would;
+    the store's one entry (it remembers the upload)."""
+
+    def stop(sent: int, _total: int) -> None:
+        if sent > position:
+            raise Stop
+
+    with pytest.raises(Stop):
+        client.submit_resumable(path, pipeline="probe", chunk_size=MiB, store=store,
+                                on_progress=stop)
+    (entry,) = json.loads(store.path.read_text()).values()
+    return entry
+
+
 def test_a_client_run_again_resumes_its_interrupted_upload(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
     srv = server_factory(CONVEYOR_WORKERS="1")
     path, data = _file(tmp_path, 4 * MiB)
     store = UploadStore(tmp_path / "uploads.json")
-
-    def stop_half_way(sent: int, _total: int) -> None:
-        if sent > 2 * MiB:
-            raise Stop
-
     with Client(srv.url) as client:
-        with pytest.raises(Stop):
-            client.submit_resumable(path, pipeline="probe", chunk_size=MiB, store=store,
-                                    on_progress=stop_half_way)
-        remembered = json.loads(store.path.read_text())
-        assert len(remembered) == 1
+        _stop_after(client, path, store, 2 * MiB)
         positions: list[int] = []
         job = client.submit_resumable(path, pipeline="probe", chunk_size=MiB, store=store,
                                       on_progress=lambda n, _: positions.append(n))
@@ -135,16 +142,8 @@ def test_a_remembered_upload_that_is_gone_starts_afresh(
     srv = server_factory(CONVEYOR_WORKERS="1")
     path, data = _file(tmp_path, 2 * MiB)
     store = UploadStore(tmp_path / "uploads.json")
-
-    def stop(sent: int, _total: int) -> None:
-        if sent > MiB:
-            raise Stop
-
     with Client(srv.url) as client:
-        with pytest.raises(Stop):
-            client.submit_resumable(path, pipeline="probe", chunk_size=MiB, store=store,
-                                    on_progress=stop)
-        (entry,) = json.loads(store.path.read_text()).values()
+        entry = _stop_after(client, path, store, MiB)
         gone = httpx.delete(entry["url"], headers={"Tus-Resumable": "1.0.0"}, timeout=10)
         assert gone.status_code == 204
         positions: list[int] = []
