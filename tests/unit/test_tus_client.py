@@ -55,7 +55,17 @@ def test_a_chunked_upload_walks_the_file(tmp_path: Path) -> None:
         extra = {"conveyor_job_id": "J1"} if end == up.size else {}
         request = up.answer(request, _answer(request, 204, upload_offset=str(end), **extra))
     assert spans == [(0, 100), (100, 100), (200, 50)]
-    assert request is None and up.job_id == "J1"
+    assert request is not None and (request.method, request.url) == ("GET", f"{BASE}/v1/jobs/J1")
+    assert up.job_id == "J1" and up.job is None
+    # Reading the job back is retried like the rest: a 503, a cut connection, then the job.
+    request = up.answer(request, _answer(request, 503))
+    assert request is not None and (request.method, request.delay) == ("GET", RETRY_DELAYS[0])
+    request = up.failed(request, httpx.ReadError("cut"))
+    assert (request.method, request.delay) == ("GET", RETRY_DELAYS[1])
+    job = {"id": "J1", "state": "queued"}
+    assert up.answer(request, httpx.Response(200, json=job, request=httpx.Request(
+        "GET", request.url))) is None
+    assert up.job == job
 
 
 def test_failures_back_off_then_give_up_with_the_last_answer(tmp_path: Path) -> None:

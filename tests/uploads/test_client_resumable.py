@@ -153,8 +153,9 @@ def test_a_remembered_upload_that_is_gone_starts_afresh(
     assert job["input"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_refusals_are_raised_at_once(server_factory: Callable[..., Server],
-                                     tmp_path: Path) -> None:
+def test_refusals_are_raised_at_once_and_an_empty_file_is_a_job(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
     srv = server_factory(CONVEYOR_WORKERS="0", CONVEYOR_MAX_UPLOAD_BYTES=str(MiB))
     small, _ = _file(tmp_path, 1000, "small.bin")
     big, _ = _file(tmp_path, MiB + 1, "big.bin")
@@ -167,6 +168,12 @@ def test_refusals_are_raised_at_once(server_factory: Callable[..., Server],
         with pytest.raises(ClientError) as bad_options:
             client.submit_resumable(small, pipeline="image", options={"sizes": "many"})
         assert time.monotonic() - started < 5  # no retry of an answer that cannot change
+        # An empty file is complete at its creation: its 201 names the job.
+        empty = tmp_path / "empty.txt"
+        empty.write_bytes(b"")
+        job = client.submit_resumable(empty, pipeline="probe")
+    assert job["input"]["size"] == 0
+    assert job["input"]["sha256"] == hashlib.sha256(b"").hexdigest()
     assert (unknown.value.status, unknown.value.code) == (422, "unknown_pipeline")
     assert (too_large.value.status, too_large.value.code) == (413, "too_large")
     assert (bad_options.value.status, bad_options.value.code) == (422, "bad_options")

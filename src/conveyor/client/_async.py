@@ -148,8 +148,8 @@ class AsyncClient(BaseClient):
                 request = upload.failed(request, exc)
                 continue
             request = upload.answer(request, response)
-        assert upload.job_id is not None
-        job = await self.get(upload.job_id)
+        assert upload.job_id is not None and upload.job is not None
+        job = upload.job
         try:
             await anyio.to_thread.run_sync(upload.check, job)
         except ClientError:

@@ -149,8 +149,8 @@ class Client(BaseClient):
                 request = upload.failed(request, exc)
                 continue
             request = upload.answer(request, response)
-        assert upload.job_id is not None
-        job = self.get(upload.job_id)
+        assert upload.job_id is not None and upload.job is not None
+        job = upload.job
         try:
             upload.check(job)
         except ClientError:

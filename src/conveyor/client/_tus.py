@@ -7,7 +7,8 @@ and ``_async.py`` only send them, read the file's bytes and sleep the pauses it 
 
 - ``POST`` creates the upload (the job's parameters travel in ``Upload-Metadata``), ``PATCH``
   sends the bytes from the server's offset (the rest of the file, or ``chunk_size`` bytes at a
-  time), and the answer that brings the last byte names the job (``Conveyor-Job-Id``).
+  time), the answer that brings the last byte names the job (``Conveyor-Job-Id``), and a
+  ``GET`` reads the job back.
 - A failure (no answer, a cut body, 5xx, 423, 429, 408, or 409 when the offsets disagree) is
   followed by a ``HEAD`` that says where the upload stands, then the bytes from there. After
   :data:`RETRY_DELAYS` failures in a row without progress the upload gives up with the last
@@ -29,6 +30,7 @@ import json
 import os
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +151,7 @@ class ResumableUpload:
         stat = self.path.stat()
         self.size = stat.st_size
         self._stamp = (stat.st_size, stat.st_mtime_ns)
+        self.base_url = base_url
         self.collection = f"{base_url}/v1/uploads"
         self.metadata = encode_metadata(metadata)
         self.chunk_size = chunk_size
@@ -161,6 +164,8 @@ class ResumableUpload:
         self.remembered = self.url is not None
         self.offset = 0
         self.job_id: str | None = None
+        #: The job, read back once the upload is complete.
+        self.job: dict[str, Any] | None = None
         self.hash = _InOrderHash()
         self._failures = 0
 
@@ -209,10 +214,13 @@ class ResumableUpload:
     # -- the answers -------------------------------------------------------------------------
 
     def answer(self, request: TusRequest, response: httpx.Response) -> TusRequest | None:
-        """The next request after ``response``; None once the job exists (:attr:`job_id`).
-        Raises ClientError for an answer that no retry can change."""
+        """The next request after ``response``; None once the job was read back
+        (:attr:`job`). Raises ClientError for an answer that no retry can change."""
         status = response.status_code
         job_id = response.headers.get("conveyor-job-id")
+        if request.method == "GET" and status == 200:
+            self.job = response.json()
+            return None
         if request.method == "POST" and status == 201:
             location = response.headers.get("location")
             if not location:
@@ -272,7 +280,14 @@ class ResumableUpload:
         return self._failures - 1
 
     def _retry(self, delay: float) -> TusRequest:
+        if self.job_id is not None:
+            return self._read_job(delay)
         return self._create(delay) if self.url is None else self._head(delay)
+
+    def _read_job(self, delay: float = 0.0) -> TusRequest:
+        assert self.job_id is not None
+        quoted = urllib.parse.quote(self.job_id, safe="")
+        return TusRequest("GET", f"{self.base_url}/v1/jobs/{quoted}", {}, delay)
 
     def _start_again(self) -> TusRequest:
         if self.store is not None:
@@ -280,12 +295,13 @@ class ResumableUpload:
         self.url, self.remembered, self.offset = None, False, 0
         return self._create()
 
-    def _done(self, job_id: str) -> TusRequest | None:
-        """Nothing more to send: the job exists."""
+    def _done(self, job_id: str) -> TusRequest:
+        """The job exists: nothing more to send, and the job to read back."""
         self.job_id = job_id
+        self._failures = 0
         if self.store is not None:
             self.store.forget(self.fingerprint)
-        return None
+        return self._read_job()
 
     def shrunk(self) -> ClientError:
         """What to raise when the file ends before the bytes a request announced."""
@@ -295,7 +311,7 @@ class ResumableUpload:
 
     def check(self, job: Mapping[str, Any]) -> None:
         """Raise unless the job's input is this file, byte for byte: unchanged since the upload
-        began (size and modification time) and of the same sha256."""
+        began (size and modification time) and of the same sha256 (called with :attr:`job`)."""
         stat = self.path.stat()
         if (stat.st_size, stat.st_mtime_ns) != self._stamp:
             raise ClientError(0, "file_changed",
