@@ -192,3 +192,17 @@ def test_the_store_survives_damage_and_drops_old_entries(tmp_path: Path) -> None
     assert sorted(json.loads(store.path.read_text())) == ["new", "y"]
     store.forget("y")
     assert sorted(json.loads(store.path.read_text())) == ["new"]
+
+
+def test_a_store_that_cannot_be_written_costs_only_the_resuming(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the store's folder should be")
+    store = UploadStore(blocker / "uploads.json")
+    store.put("x", UPLOAD)
+    store.put("y", UPLOAD)
+    store.forget("x")
+    assert store.get("x") is None
+    warnings = [r for r in caplog.records if "cannot remember uploads" in r.getMessage()]
+    assert len(warnings) == 1

@@ -27,6 +27,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -40,6 +41,8 @@ import httpx
 
 from conveyor.client._core import _error_from
 from conveyor.errors import ClientError
+
+log = logging.getLogger("conveyor.client")
 
 TUS_VERSION = "1.0.0"
 #: The pause before each retry after a failure with no progress; past the last one, give up.
@@ -68,6 +71,7 @@ class UploadStore:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
+        self._warned = False
 
     def get(self, fingerprint: str) -> str | None:
         entry = self._read().get(fingerprint)
@@ -83,6 +87,17 @@ class UploadStore:
         if entries.pop(fingerprint, None) is not None:
             self._write(entries)
 
+    def _write(self, entries: dict[str, Any]) -> None:
+        """Save ``entries``; a store that cannot be written (a read-only home) costs only the
+        resuming of a later run, never the upload: it is logged, once per store."""
+        try:
+            self._replace(entries)
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning("cannot remember uploads in %s (%s): an interrupted upload will "
+                            "start again from the beginning", self.path, exc)
+
     def _read(self) -> dict[str, Any]:
         try:
             entries = json.loads(self.path.read_text())
@@ -94,7 +109,7 @@ class UploadStore:
         return {key: entry for key, entry in entries.items() if isinstance(entry, dict)
                 and isinstance(entry.get("at"), int | float) and entry["at"] > cutoff}
 
-    def _write(self, entries: dict[str, Any]) -> None:
+    def _replace(self, entries: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".uploads-", suffix=".tmp")
         try:
