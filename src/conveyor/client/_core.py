@@ -172,6 +172,20 @@ class WaitPlan:
         return delay if left is None else min(delay, left)
 
 
+def job_fields(path: PathLike, *, pipeline: str, options: Mapping[str, Any] | None,
+               webhook_url: str | None, priority: int | None, max_attempts: int | None,
+               timeout_s: float | None, filename: str | None) -> dict[str, str]:
+    """An upload's job parameters as text, as the query of ``POST /v1/jobs`` and the tus
+    ``Upload-Metadata`` both carry them (``options`` as JSON; unset ones left out)."""
+    fields = {"pipeline": pipeline, "filename": filename or Path(path).name}
+    if options is not None:
+        fields["options"] = json.dumps(options, separators=(",", ":"))
+    optional = {"webhook_url": webhook_url, "priority": priority,
+                "max_attempts": max_attempts, "timeout_s": timeout_s}
+    fields.update({k: str(v) for k, v in optional.items() if v is not None})
+    return fields
+
+
 @dataclass(frozen=True, slots=True)
 class UploadPlan:
     """The I/O-free half of an upload: where to send what, and how many bytes."""
@@ -324,12 +338,9 @@ class BaseClient:
         """Everything :meth:`Client.submit` sends, except the bytes themselves."""
         file = Path(path)
         size = file.stat().st_size
-        params = {"pipeline": pipeline, "filename": filename or file.name}
-        if options is not None:
-            params["options"] = json.dumps(options, separators=(",", ":"))
-        optional = {"webhook_url": webhook_url, "priority": priority,
-                    "max_attempts": max_attempts, "timeout_s": timeout_s}
-        params.update({k: str(v) for k, v in optional.items() if v is not None})
+        params = job_fields(file, pipeline=pipeline, options=options, webhook_url=webhook_url,
+                            priority=priority, max_attempts=max_attempts, timeout_s=timeout_s,
+                            filename=filename)
         if reuse:
             params["reuse"] = "true"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from conveyor.client._core import _error_from
+from conveyor.client._core import _error_from, job_fields
 from conveyor.errors import ClientError
 
 log = logging.getLogger("conveyor.client")
@@ -191,12 +191,9 @@ class ResumableUpload:
                 filename: str | None, chunk_size: int | None,
                 store: UploadStore | None) -> ResumableUpload:
         """An upload whose metadata carries the job parameters of ``POST /v1/jobs``."""
-        metadata = {"filename": filename or Path(path).name, "pipeline": pipeline}
-        if options is not None:
-            metadata["options"] = json.dumps(options, separators=(",", ":"))
-        optional = {"webhook_url": webhook_url, "priority": priority,
-                    "max_attempts": max_attempts, "timeout_s": timeout_s}
-        metadata.update({k: str(v) for k, v in optional.items() if v is not None})
+        metadata = job_fields(path, pipeline=pipeline, options=options,
+                              webhook_url=webhook_url, priority=priority,
+                              max_attempts=max_attempts, timeout_s=timeout_s, filename=filename)
         return cls(base_url, path, metadata, chunk_size=chunk_size, store=store)
 
     # -- the requests ------------------------------------------------------------------------
