@@ -15,6 +15,7 @@ ETA/countdown), cancel is the row's flag, and the node's watchdog bootstep
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -144,6 +145,9 @@ def _child_start(**_: Any) -> None:
     if settings.worker_nice:
         os.nice(settings.worker_nice)
     _child.worker = _make_worker(settings)
+    # Imports and engines live as long as the child: kept out of its full collections.
+    gc.collect()
+    gc.freeze()
 
 
 @signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
