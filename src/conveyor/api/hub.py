@@ -30,6 +30,8 @@ log = logging.getLogger("conveyor.events")
 KEEPALIVE_S = 15.0
 #: How often direct streams are checked for a closed or lagging connection.
 CHECK_S = 1.0
+#: The event types that end a job (succeeded, failed, cancelled).
+TERMINAL_TYPES = frozenset(t.value for t in EventType if t.terminal)
 
 
 class EventHub:
@@ -145,17 +147,19 @@ class EventHub:
             if not batch:
                 return
             self.last_id = batch[-1].id
-            wires = [encode(event) for event in batch]
-            self._fan_out(wires)
-            if any(w.terminal for w in wires):
+            self._fan_out(batch)
+            if any(event.type in TERMINAL_TYPES for event in batch):
                 # Only a job's end can put a webhook in the outbox: wake its delivery loop.
                 self.changed.set()
             if len(batch) < 1000:
                 return
 
-    def _fan_out(self, wires: list[Wire]) -> None:
-        """One batch to every subscriber: encoded and framed once, whatever their number."""
-        if self.everything:
+    def _fan_out(self, events: list[Event]) -> None:
+        """One batch to every subscriber: encoded and framed once, whatever their number, and
+        only when someone takes it (most jobs have no stream open: their events are never
+        encoded)."""
+        wires = [encode(event) for event in events] if self.everything else None
+        if wires:
             # A global stream carries only its tenant's events: one shared batch per tenant.
             per_tenant: dict[str | None, list[Wire]] = {}
             for wire in wires:
@@ -172,9 +176,10 @@ class EventHub:
                     sub.deliver(mine)
         if self.by_job:
             per_job: dict[str, list[Wire]] = {}
-            for wire in wires:
-                if wire.job_id in self.by_job:
-                    per_job.setdefault(wire.job_id, []).append(wire)
+            for i, event in enumerate(events):
+                if event.job_id in self.by_job:
+                    wire = wires[i] if wires is not None else encode(event)
+                    per_job.setdefault(event.job_id, []).append(wire)
             for job_id, group in per_job.items():
                 one = Batch(group)
                 for sub in list(self.by_job.get(job_id, ())):
@@ -191,14 +196,7 @@ def format_event(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
-def is_terminal(event: Event) -> bool:
-    """Whether the event ends its job (succeeded, failed, cancelled)."""
-    try:
-        return EventType(event.type).terminal
-    except ValueError:
-        return False
-
-
 def encode(event: Event) -> Wire:
     """Encode an event once for every subscriber."""
-    return Wire(event.id, event.job_id, is_terminal(event), format_event(event), event.tenant_id)
+    return Wire(event.id, event.job_id, event.type in TERMINAL_TYPES, format_event(event),
+                event.tenant_id)
