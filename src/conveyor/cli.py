@@ -178,7 +178,7 @@ def serve(
     server = DrainingServer(config)
     # The imports and the app live as long as the process: frozen, they are out of the
     # collector's sight, and a full collection no longer walks their 120,000 objects on the
-    # event loop (an 85 ms pause in the middle of a burst of uploads).
+    # event loop (an 87 ms pause in the middle of a burst of uploads).
     gc.collect()
     gc.freeze()
     server.run()
