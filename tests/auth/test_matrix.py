@@ -184,6 +184,22 @@ def test_every_route_is_in_the_matrix() -> None:
     assert not stale, f"matrix entries for routes the app does not serve: {stale}"
 
 
+def test_the_openapi_document_declares_the_key_on_every_keyed_operation() -> None:
+    """The bearer scheme is added to the document after it is generated (it is no dependency
+    of its own): on every operation of the matrix, on none of the open ones."""
+    doc = create_app().openapi()
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    documented = {(method.upper(), path): operation
+                  for path, operations in doc["paths"].items()
+                  for method, operation in operations.items() if isinstance(operation, dict)}
+    keyed = {op for op in documented if op in ROUTES}
+    assert len(keyed) >= 30, sorted(documented)
+    for op in keyed:
+        assert documented[op].get("security") == [{"HTTPBearer": []}, {}], op
+    for op in set(documented) - keyed:
+        assert op in OPEN and "security" not in documented[op], op
+
+
 @pytest.fixture(scope="module")
 def world(keyed: Keyed) -> World:
     w = World(keyed)

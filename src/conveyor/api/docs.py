@@ -5,21 +5,27 @@
 - ``/docs`` is Swagger UI with its assets served from the ``swagger-ui-bundle`` package, never
   from a CDN, so it works on an offline machine. Without the package, ``/docs`` says so and
   links the OpenAPI document (still no outside host). ReDoc, CDN-only, is not served.
-- Keyed operations document 401 and 403, and their bearer key as optional (open modes).
+- Keyed operations (those with a :func:`~conveyor.auth.deps.require` dependency) declare the
+  bearer key, document 401 and 403, and show the key as optional (open modes).
 - Responses that return a job carry OpenAPI links to the job's operations (:mod:`.links`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from conveyor.api.links import add_links
+from conveyor.auth.deps import BEARER_NAME, BEARER_SCHEME, is_keyed
 from conveyor.problems import problem_schema
 
 ASSETS = "/docs/assets"
@@ -54,6 +60,37 @@ def problems_only(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _keyed(dependant: Dependant) -> bool:
+    return any(is_keyed(dep.call) or _keyed(dep) for dep in dependant.dependencies)
+
+
+def _api_routes(app: FastAPI) -> Iterator[tuple[str, set[str], Dependant]]:
+    """Each API route's path, methods and dependencies (its routers' included). FastAPI 0.165
+    keeps included routers nested (walked by ``iter_route_contexts``); earlier versions copy
+    their routes into ``app.routes``."""
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes: Iterable[Any] = contexts(app.routes) if contexts is not None else app.routes
+    for route in routes:
+        if isinstance(getattr(route, "original_route", route), APIRoute):
+            yield route.path_format, route.methods, route.dependant
+
+
+def bearer_security(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare the bearer key on every operation whose route (or router) has a ``require``
+    dependency, and the scheme itself."""
+    paths = schema.get("paths", {})
+    for path, methods, dependant in _api_routes(app):
+        if path not in paths or not _keyed(dependant):
+            continue
+        for method in methods:
+            operation = paths[path].get(method.lower())
+            if isinstance(operation, dict):
+                operation["security"] = [{BEARER_NAME: []}]
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes[BEARER_NAME] = dict(BEARER_SCHEME)
+    return schema
+
+
 def bearer_optional(schema: dict[str, Any]) -> dict[str, Any]:
     """Every keyed operation: 401 and 403 documented, and the key optional (``{}`` among its
     security requirements), since a server on loopback without keys, or with
@@ -77,7 +114,8 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_links(bearer_optional(problems_only(generate())))
+            schema = bearer_security(app, problems_only(generate()))
+            app.openapi_schema = add_links(bearer_optional(schema))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Annotated
 
 from anyio import to_thread
-from fastapi import Depends, Request
+from fastapi import Request
 
 from conveyor.auth import AnyCaller
 from conveyor.errors import QuotaLimit
@@ -74,20 +73,15 @@ class QuotaGate:
         return stream_budget(quotas, usage, now)
 
 
-async def quota_gate(request: Request) -> QuotaGate:
-    # async: FastAPI runs a plain ``def`` dependency in a worker thread, on every request.
-    gate: QuotaGate = request.app.state.services.quotas
-    return gate
-
-
-async def limit_rate(request: Request, caller: AnyCaller,
-                     gate: Annotated[QuotaGate, Depends(quota_gate)]) -> None:
+async def limit_rate(request: Request, caller: AnyCaller) -> None:
     """Router dependency: count the request against its caller's tenant's ``requests_per_s``
     (after the key is checked: a request without a usable key is 401 and counts nothing).
 
     The limit as it stands goes on the request's state: :class:`~conveyor.api.requestlog.
     RequestLog` answers with its ``RateLimit-Policy`` and ``RateLimit`` fields, so a client
     sees what it has left before it is refused."""
+    # The gate is not a dependency of its own: each is solved on every request.
+    gate: QuotaGate = request.app.state.services.quotas
     limit = await gate.count_request(caller.tenant_id)
     if limit is not None:
         request.state.ratelimit = limit

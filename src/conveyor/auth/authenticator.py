@@ -7,15 +7,18 @@ An open server's caller is the implicit tenant ``default`` with every scope.
 Lookups by key prefix are cached for at most :data:`CACHE_TTL_S` (half a second), so a key
 revoked on any server process (or whose tenant was deleted) stops working on every other process
 within a second, while the hot path of a busy client costs no database round trip. The cache
-holds at most :data:`CACHE_SIZE` prefixes (it is emptied when full).
+holds at most :data:`CACHE_SIZE` prefixes (it is emptied when full). A lookup that is due while
+another of the same prefix runs waits for that one: a cache expiry under concurrent requests is
+one database read, not one per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from anyio import to_thread
 
@@ -25,6 +28,7 @@ from conveyor.auth.keys import KeyLookup
 from conveyor.errors import Unauthorized
 
 log = logging.getLogger("conveyor.auth")
+T = TypeVar("T")
 
 CACHE_TTL_S = 0.5
 CACHE_SIZE = 10_000
@@ -56,6 +60,8 @@ class Authenticator:
         self._open_checked = -1e18
         #: key id -> when this process last wrote its last_used_at (monotonic).
         self._touched: dict[str, float] = {}
+        #: The database reads running now, by what they read (see :meth:`_shared`).
+        self._running: dict[str, asyncio.Future[Any]] = {}
 
     async def is_open(self) -> bool:
         if self.mode == "none":
@@ -64,7 +70,7 @@ class Authenticator:
             return False
         now = self.clock()
         if now - self._open_checked >= CACHE_TTL_S:
-            self._keys_seen = await to_thread.run_sync(self.source.any_exist)
+            self._keys_seen = await self._shared("any", self.source.any_exist)
             self._open_checked = now
         return not self._keys_seen
 
@@ -108,11 +114,28 @@ class Authenticator:
         hit = self._cache.get(prefix)
         if hit is not None and hit[0] > now:
             return hit[1]
-        record = await to_thread.run_sync(self.source.lookup, prefix)
+        record = await self._shared(f"key:{prefix}", self.source.lookup, prefix)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
         self._cache[prefix] = (now + CACHE_TTL_S, record)
         return record
+
+    async def _shared(self, name: str, read: Callable[..., T], *args: Any) -> T:
+        """``read(*args)`` on a worker thread, one at a time per ``name``: a caller that comes
+        while one runs shares its answer (or its error). Shielded: a caller that goes away
+        (a client that disconnects) leaves the read to the others."""
+        running = self._running.get(name)
+        if running is None:
+            running = asyncio.ensure_future(to_thread.run_sync(read, *args))
+            self._running[name] = running
+            running.add_done_callback(lambda done: self._finished(name, done))
+        answer: T = await asyncio.shield(running)
+        return answer
+
+    def _finished(self, name: str, done: asyncio.Future[Any]) -> None:
+        self._running.pop(name, None)
+        if not done.cancelled():
+            done.exception()  # seen: no "never retrieved" warning if every caller went away
 
     def forget(self, prefix: str) -> None:
         """Drop a cached key at once (revoked on this process)."""

@@ -6,15 +6,18 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPBearer
+from fastapi import Depends, Request
 
 from conveyor.auth.authenticator import Authenticator
 from conveyor.auth.caller import ADMIN, READ, WRITE, Caller
 from conveyor.errors import Forbidden
 
-#: Declares the scheme in the OpenAPI document; the header is read by the Authenticator.
-BEARER = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cvk_...`")
+#: The OpenAPI security scheme of the keyed routes. :mod:`conveyor.api.docs` adds it to the
+#: document: declared as a FastAPI ``Security`` parameter it was a dependency of its own,
+#: solved on every request for nothing but the document.
+BEARER_NAME = "HTTPBearer"
+BEARER_SCHEME = {"type": "http", "scheme": "bearer",
+                 "description": "An API key: `Authorization: Bearer cvk_...`"}
 
 
 def authenticator(request: Request) -> Authenticator:
@@ -22,21 +25,29 @@ def authenticator(request: Request) -> Authenticator:
     return auth  # type: ignore[no-any-return]
 
 
+def is_keyed(call: object) -> bool:
+    """Whether a dependency is one of :func:`require`'s (its route takes the bearer key)."""
+    return getattr(call, "keyed", False) is True
+
+
 @functools.cache
 def require(scope: str | None = None) -> Callable[..., Awaitable[Caller]]:
     """A dependency answering the request's :class:`Caller`: 401 without a usable key, 403
     without ``scope`` (None: any valid key). Cached per scope, so FastAPI resolves it once per
-    request however many parameters use it."""
+    request however many parameters use it. The key is checked once per request: a route's
+    ``require`` after the router's (the rate limit's) finds the caller in ``request.state``."""
 
-    async def dependency(request: Request, _doc: Annotated[Any, Security(BEARER)] = None
-                         ) -> Caller:
-        caller = await authenticator(request).caller(request.headers.get("authorization"))
-        request.state.caller = caller
+    async def dependency(request: Request) -> Caller:
+        caller: Caller | None = getattr(request.state, "caller", None)
+        if caller is None:
+            caller = await authenticator(request).caller(request.headers.get("authorization"))
+            request.state.caller = caller
         if scope is not None and not caller.has(scope):
             raise Forbidden(f"this API key lacks the scope {scope!r}")
         return caller
 
     dependency.__name__ = f"require_{(scope or 'key').replace(':', '_')}"
+    dependency.keyed = True  # type: ignore[attr-defined]
     return dependency
 
 
