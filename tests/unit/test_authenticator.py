@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.auth import keys
 from conveyor.auth.authenticator import CACHE_TTL_S, OPEN, Authenticator
 from conveyor.auth.caller import ALL_SCOPES
 from conveyor.auth.keys import KeyLookup
@@ -22,8 +23,8 @@ CALLERS = 20
 
 
 class CountedKeys:
-    """The store's key table, counting the reads that reach it. Each read takes 50 ms, as on a
-    busy database, so that the other requests arrive while it runs."""
+    """The store's key table, counting the reads that reach it. Each read answers 50 ms after
+    it read, as on a busy database, so that the other requests arrive while it runs."""
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
@@ -39,12 +40,14 @@ class CountedKeys:
             raise OSError("the database is unreachable")
 
     def lookup(self, prefix: str) -> KeyLookup | None:
+        found = self.keys.lookup(prefix)
         self._count("lookup")
-        return self.keys.lookup(prefix)
+        return found
 
     def any_exist(self) -> bool:
+        found = self.keys.any_exist()
         self._count("any_exist")
-        return self.keys.any_exist()
+        return found
 
     def touch(self, key_id: str, at: float) -> None:
         self.keys.touch(key_id, at)
@@ -104,3 +107,25 @@ def test_a_key_is_read_once_per_expiry_and_an_error_is_shared(store: Store) -> N
     source.fail = False  # a failed read is not kept: the next request reads again
     assert asyncio.run(auth.caller(f"Bearer {token}")).tenant_id == "acme"
     assert source.reads["lookup"] == 3
+
+
+def test_a_key_revoked_during_a_read_is_read_again(store: Store) -> None:
+    source = CountedKeys(store.keys)
+    auth = Authenticator(source, "keys", loopback=True, clock=Clock())
+    key, token = store.keys.create("acme", ALL_SCOPES)
+    prefix = keys.prefix_of(token)
+    assert prefix is not None
+
+    async def revoke_during_the_read() -> tuple[list[object], object]:
+        first = asyncio.gather(*(auth.caller(f"Bearer {token}") for _ in range(5)),
+                               return_exceptions=True)
+        await asyncio.sleep(0.01)  # the read has started: it sees the key before revocation
+        store.keys.revoke(key.id)
+        auth.forget(prefix)  # what DELETE /v1/keys/{id} does on this process
+        later = await asyncio.gather(auth.caller(f"Bearer {token}"), return_exceptions=True)
+        return await first, later[0]
+
+    first, later = asyncio.run(revoke_during_the_read())
+    assert {getattr(a, "tenant_id", a) for a in first} == {"acme"}
+    assert isinstance(later, Unauthorized) and "revoked" in str(later)
+    assert source.reads["lookup"] == 2

@@ -133,10 +133,13 @@ class Authenticator:
         return answer
 
     def _finished(self, name: str, done: asyncio.Future[Any]) -> None:
-        self._running.pop(name, None)
+        if self._running.get(name) is done:  # not a newer read (see forget)
+            del self._running[name]
         if not done.cancelled():
             done.exception()  # seen: no "never retrieved" warning if every caller went away
 
     def forget(self, prefix: str) -> None:
-        """Drop a cached key at once (revoked on this process)."""
+        """Drop a cached key at once (revoked on this process). A read of it still running
+        may predate the change: the next request reads again instead of sharing it."""
         self._cache.pop(prefix, None)
+        self._running.pop(f"key:{prefix}", None)
